@@ -1,0 +1,1 @@
+"""Test and demo support: the ScriptedServer, an OpenAI-compatible Kimi-protocol server."""
