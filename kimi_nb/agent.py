@@ -6,13 +6,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Union
 
 from kimi_nb.engine import Usage
-from kimi_nb.protocol import Message, ToolCall
+from kimi_nb.protocol import (
+    Message,
+    ReasoningDelta,
+    TextDelta,
+    ToolCall,
+    ToolCallArgumentsDelta,
+    ToolCallStarted,
+)
 from kimi_nb.tools import Proposal, ToolResult
 
-__all__ = ["ToolCallRequested", "ToolResultEvent", "ProposalMade", "Notice", "AgentDone"]
+__all__ = [
+    "ToolCallRequested",
+    "ToolResultEvent",
+    "ProposalMade",
+    "Notice",
+    "AgentDone",
+    "AgentEvent",
+    "event_to_json",
+    "error_json",
+]
 
 
 @dataclass(frozen=True)
@@ -52,3 +68,72 @@ class AgentDone:
     steps: int
     stopped: str = "answer"
     messages: list[dict[str, Any]] = field(default_factory=list)
+
+
+AgentEvent = Union[
+    TextDelta,
+    ReasoningDelta,
+    ToolCallStarted,
+    ToolCallArgumentsDelta,
+    ToolCallRequested,
+    ToolResultEvent,
+    ProposalMade,
+    Usage,
+    Notice,
+    AgentDone,
+]
+
+
+def _usage_json(usage: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "cached_tokens": usage.cached_tokens,
+    }
+
+
+def event_to_json(event: AgentEvent) -> dict[str, Any]:
+    """The JSON form of an agent event: the one schema the browser and the kernel comm mirror."""
+    if isinstance(event, TextDelta):
+        return {"type": "text", "text": event.text}
+    if isinstance(event, ReasoningDelta):
+        return {"type": "reasoning", "text": event.text}
+    if isinstance(event, ToolCallStarted):
+        return {"type": "tool_call_started", "index": event.index, "id": event.id, "name": event.name}
+    if isinstance(event, ToolCallArgumentsDelta):
+        return {"type": "tool_call_arguments", "index": event.index, "delta": event.delta}
+    if isinstance(event, ToolCallRequested):
+        call = event.call
+        return {"type": "tool_call", "id": call.id, "name": call.name, "arguments": call.arguments, "error": call.error}
+    if isinstance(event, ToolResultEvent):
+        result = event.result
+        return {
+            "type": "tool_result",
+            "id": result.call_id,
+            "name": result.name,
+            "content": result.content,
+            "is_error": result.is_error,
+            "has_image": result.image is not None,
+        }
+    if isinstance(event, ProposalMade):
+        return {"type": "proposal", "call_id": event.call_id, **event.proposal.to_json()}
+    if isinstance(event, Usage):
+        return {"type": "usage", **_usage_json(event)}
+    if isinstance(event, Notice):
+        return {"type": "notice", "text": event.text}
+    if isinstance(event, AgentDone):
+        return {
+            "type": "done",
+            "content": event.final_message.content,
+            "reasoning": event.final_message.reasoning,
+            "steps": event.steps,
+            "stopped": event.stopped,
+            "usage": _usage_json(event.usage),
+            "messages": event.messages,
+        }
+    raise TypeError(f"not an agent event: {type(event).__name__}")
+
+
+def error_json(message: str) -> dict[str, Any]:
+    """The JSON form of a failure a front door reports instead of a traceback."""
+    return {"type": "error", "message": message}
