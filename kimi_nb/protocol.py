@@ -76,6 +76,7 @@ __all__ = [
     "ToolCallDone",
     "ToolCallStarted",
     "assistant_message",
+    "decode_arguments",
     "parse",
     "render",
 ]
@@ -418,7 +419,7 @@ class StreamParser:
         index = len(self._calls)
         call_id = "".join(self._call_id).strip()
         raw = self._arguments.text if self._arguments is not None else ""
-        arguments, json_error = _decode_arguments(raw)
+        arguments, json_error = decode_arguments(raw)
         if _BARE_COUNTER.fullmatch(call_id) and not self._started:
             name, name_error = _name_from_tools(call_id, arguments, json_error, self._tools)
             if name:
@@ -473,8 +474,11 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def _decode_arguments(raw: str) -> tuple[dict[str, Any], str | None]:
-    """The arguments object, or ({}, error)."""
+def decode_arguments(raw: str) -> tuple[dict[str, Any], str | None]:
+    """Validate a call's raw arguments text: (the object, None), or ({}, a one-line error).
+
+    Empty text means ``{}``; anything else must be a strict-JSON object (NaN and Infinity are refused).
+    """
     if not raw:
         return {}, None
     try:

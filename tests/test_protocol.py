@@ -18,6 +18,7 @@ from kimi_nb.protocol import (
     ToolCallDone,
     ToolCallStarted,
     assistant_message,
+    decode_arguments,
     parse,
     render,
 )
@@ -465,6 +466,24 @@ def test_raw_arguments_kept():
     assert got.raw_arguments == '{"cell_id":\n "a"}'
     (bad_call,) = parse(SB + f"{CB}functions.f:0{AB}{{oops{CE}" + SE).tool_calls
     assert bad_call.raw_arguments == "{oops" and bad_call.arguments == {}
+
+
+@pytest.mark.parametrize(
+    "raw, arguments, error",
+    [
+        ("", {}, None),
+        ('{"a": [1, "é"]}', {"a": [1, "é"]}, None),
+        ("{bad", {}, "not valid JSON"),
+        ('"text"', {}, "not a string"),
+        ("null", {}, "not null"),
+        ("[" * 100_000, {}, "not valid JSON"),
+        ('{"x": Infinity}', {}, "not valid JSON"),
+    ],
+)
+def test_decode_arguments(raw, arguments, error):
+    got, got_error = decode_arguments(raw)
+    assert got == arguments
+    assert got_error is None if error is None else error in (got_error or "")
 
 
 def test_named_call_streams_arguments_as_they_arrive():
