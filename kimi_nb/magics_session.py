@@ -1,0 +1,220 @@
+"""What the magics do for one IPython session: settings, engine, memory, and running one request end to end."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from kimi_nb.errors import KimiError
+from kimi_nb.kernel_notebook import KernelNotebook, cell_id, execution_count_of
+from kimi_nb.magics_comm import LabBridge
+
+__all__ = ["Ask", "KimiSession", "FORMATS", "last_code_block"]
+
+FORMATS = ("markdown", "code", "explain")
+_FORMAT_INSTRUCTIONS = {
+    "markdown": "",
+    "code": "Answer with exactly one fenced ```python code block holding the complete cell; no prose outside it.",
+    "explain": "Explain in prose; do not propose changes to cells.",
+}
+_FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)```", re.S)
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One request from ``%%kimi`` / ``%kimi``: the prompt and its options."""
+
+    prompt: str
+    cells: str | None = None
+    context: bool = True
+    image: bool = False
+    model: str | None = None
+    max_tokens: int | None = None
+    thinking: bool | None = None
+    format: str = "markdown"
+    error_cell: int | None = None  # ask about the error of this execution (%kimi fix / explain)
+
+
+def last_code_block(text: str) -> str | None:
+    """The last fenced code block of an answer (a python one when there are several languages)."""
+    blocks = [(lang.lower(), body) for lang, body in _FENCE.findall(text)]
+    python = [body for lang, body in blocks if lang in ("", "python", "py", "ipython", "python3")]
+    chosen = python or [body for _, body in blocks]
+    return chosen[-1].rstrip("\n") if chosen else None
+
+
+class KimiSession:
+    """The state the magics keep in one kernel: settings (with ``%kimi engine use`` overrides), the engine,
+    a launched vLLM server, the memory store, the kernel notebook and the labextension bridge."""
+
+    def __init__(self, shell: Any, notebook: KernelNotebook, bridge: LabBridge) -> None:
+        self.shell = shell
+        self.notebook = notebook
+        self.bridge = bridge
+        self.overrides: dict[str, Any] = {}
+        self.launcher: Any = None
+        self._settings: Any = None
+
+    @property
+    def live(self) -> bool:
+        """True in a kernel (rich, updatable displays and widgets); False in terminal IPython."""
+        return getattr(self.shell, "kernel", None) is not None
+
+    @property
+    def settings(self) -> Any:
+        if self._settings is None:
+            from kimi_nb.config import load_settings
+
+            self._settings = load_settings(config=self.shell.config, **self.overrides)
+        return self._settings
+
+    def use_endpoint(self, base_url: str, model: str | None = None) -> None:
+        """Send later requests to ``base_url`` (and ``model``)."""
+        overrides = {**self.overrides, "base_url": base_url, "scripted_script": ""}
+        if model:
+            overrides["model"] = model
+        from kimi_nb.config import load_settings
+
+        self._settings = load_settings(config=self.shell.config, **overrides)  # validates before switching
+        self.overrides = overrides
+
+    def open_engine(self) -> Any:
+        from kimi_nb.engine import open_engine
+
+        return open_engine(self.settings)
+
+    def memory(self) -> Any:
+        from kimi_nb.memory import MemoryStore
+
+        return MemoryStore(self.settings.memory_dir)
+
+    # -- one request -----------------------------------------------------------------------------------------
+    def ask(self, ask: Ask) -> None:
+        """Send the request with its context, stream the answer into the output, then place code and show
+        proposals. Raises KimiError (one line) for failures before streaming starts."""
+        from kimi_nb.agent import AgentDone, ProposalMade, run_agent
+        from kimi_nb.engine import Usage
+        from kimi_nb.magics_display import AnswerView
+        from kimi_nb.sync import iterate_sync
+        from kimi_nb.tools import Toolbox
+
+        settings = self.settings
+        memory = self.memory()
+        messages = self._messages(ask, memory)
+        engine = self.open_engine()
+        view = AnswerView(live=self.live)
+        proposals = []
+        done: AgentDone | None = None
+        usage = Usage()
+        events = iterate_sync(run_agent(engine, messages, Toolbox(self.notebook, memory=memory),
+                                        max_steps=settings.max_steps, max_tokens=ask.max_tokens or settings.max_tokens,
+                                        thinking=settings.thinking if ask.thinking is None else ask.thinking,
+                                        model=ask.model))
+        try:
+            for event in events:
+                if isinstance(event, ProposalMade):
+                    proposals.append(event.proposal)
+                elif isinstance(event, Usage):
+                    usage += event
+                elif isinstance(event, AgentDone):
+                    done = event
+                view.add(event)
+        except KeyboardInterrupt:
+            events.close()
+            view.finish(usage, status="cancelled")
+            return
+        except KimiError as exc:
+            view.finish(usage, status=f"kimi-nb: {exc}")
+            return
+        view.finish(usage, steps=done.steps if done else 0)
+        self._deliver(ask, done, proposals)
+
+    def _messages(self, ask: Ask, memory: Any) -> list[dict[str, Any]]:
+        from kimi_nb.context import ContextRequest, build
+        from kimi_nb.tools import Image
+
+        counts = self.notebook.select(ask.cells) if ask.context else []
+        if ask.error_cell is not None and ask.error_cell not in counts:
+            counts = sorted({*counts, ask.error_cell})
+        snapshot = self.notebook.snapshot(counts)
+        failed = ask.error_cell
+        if failed is None and ask.context and counts and counts[-1] == self.notebook.current - 1:
+            failed = counts[-1] if self.notebook.error(counts[-1]) else None  # the previous cell just failed
+        images = ()
+        if ask.image:
+            png = self.notebook.last_figure()
+            if png is None:
+                raise KimiError("--image: there is no figure to attach; draw one (e.g. with matplotlib) first")
+            images = (Image("image/png", png),)
+        prompt = "\n\n".join(p for p in (ask.prompt, _FORMAT_INSTRUCTIONS[ask.format]) if p)
+        request = ContextRequest(prompt=prompt, snapshot=snapshot, active_cell_id=snapshot.active_cell_id,
+                                 error=self._error_info(failed), images=images, history=[])
+        return build(request, settings=self.settings, memory=memory)
+
+    def _error_info(self, count: int | None) -> Any:
+        if count is None:
+            return None
+        from kimi_nb.context import CellErrorInfo
+
+        error = self.notebook.error(count)
+        assert error is not None
+        return CellErrorInfo(cell_id=cell_id(count), ename=error.ename, evalue=error.evalue,
+                             traceback=error.traceback)
+
+    def _deliver(self, ask: Ask, done: Any, proposals: list[Any]) -> None:
+        """New cells become the next input (or go through the labextension); edits become diff widgets."""
+        from kimi_nb.magics_display import show_proposal
+
+        new_cells = [p.after for p in proposals if p.kind == "insert"]
+        if ask.format == "code" and done is not None:
+            code = last_code_block(done.final_message.content)
+            if code:
+                new_cells.append(code)
+        if new_cells:
+            self.place_cell("\n\n".join(new_cells))
+        for proposal in proposals:
+            if proposal.kind != "insert":
+                show_proposal(proposal, live=self.live, on_accept=self.accept)
+
+    def place_cell(self, source: str) -> None:
+        """Put ``source`` into a new, unexecuted cell below the current one."""
+        here = self.notebook.frontend_cell_ids.get(self.notebook.current)
+        if not self.bridge.insert_cell(source, cell_type="code", after_cell_id=here):
+            self.shell.set_next_input(source, replace=False)
+
+    def accept(self, proposal: Any) -> str:
+        """Apply an accepted edit: in place through the labextension, else as the next input."""
+        if proposal.kind == "delete":
+            return f"Delete {proposal.cell_id} yourself: kimi-nb never removes cells."
+        try:
+            target = self.notebook.frontend_cell_ids.get(execution_count_of(proposal.cell_id))
+        except KimiError:
+            target = None
+        if target is not None and self.bridge.replace_cell(target, proposal.after):
+            return f"Applied to {proposal.cell_id}; undo in that cell if needed."
+        self.shell.set_next_input(proposal.after, replace=False)
+        return "Accepted: the new source appears as a new cell below the next cell you run."
+
+    def fix_request(self, *, explain: bool, ask: Ask) -> Ask:
+        """The Ask for ``%kimi fix`` / ``%kimi explain``: the last error, its cell and the variables it uses."""
+        count, error = self.notebook.last_error()
+        if count not in self.notebook.errors:
+            self.notebook.errors[count] = error
+        source = self.notebook.source(count)
+        variables = "\n".join(self.notebook.variables_in(source))
+        if explain:
+            task = f"Explain why cell {cell_id(count)} failed with {error.ename} and how to fix it."
+        else:
+            task = (f"Cell {cell_id(count)} failed with {error.ename}. Propose the corrected cell as an edit of "
+                    f"{cell_id(count)} (keep everything that works; change only what the error needs).")
+        parts = [task, ask.prompt, f"Variables the cell uses:\n{variables}" if variables else ""]
+        return Ask(prompt="\n\n".join(p for p in parts if p), cells=ask.cells, context=ask.context, image=ask.image,
+                   model=ask.model, max_tokens=ask.max_tokens, thinking=ask.thinking,
+                   format="explain" if explain else ask.format, error_cell=count)
+
+    def close(self) -> None:
+        """Stop a vLLM server this session launched."""
+        if self.launcher is not None:
+            self.launcher.stop()
+            self.launcher = None
