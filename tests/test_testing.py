@@ -50,6 +50,8 @@ def deltas(response: httpx.Response) -> list[dict]:
         ({"turns": {"content": "x"}}, "'turns' must be a list"),
         ({"turns": [], "loop": True}, "unknown key 'loop'"),
         ({"turns": ["hello"]}, "turn 0: a turn must be a JSON object"),
+        ({"turns": [{"mode": "raw", "tool_calls": [{"name": "f", "arguments": "{"}]}]}, "use 'text'"),
+        ({"turns": [{"match": ""}]}, "'match' must be a non-empty string"),
     ],
 )
 def test_invalid_scripts_name_the_problem(script: dict, expected: str) -> None:
@@ -151,6 +153,43 @@ def test_text_replays_a_raw_completion_verbatim() -> None:
     with ScriptedServer({"turns": [{"text": raw, "chunk": 3}]}) as srv:
         response = post(srv, {"stream": True})
     assert "".join(d.get("content", "") for d in deltas(response)) == raw
+
+
+def test_raw_mode_leaks_kimi_markers_into_content() -> None:
+    turn = {"mode": "raw", "reasoning": "hmm", "content": "Sure.",
+            "tool_calls": [{"name": "run_cell", "arguments": {"code": "1"}}]}
+    with ScriptedServer({"turns": [turn]}) as srv:
+        response = post(srv, {"stream": True})
+        message = post(srv, {}).json()
+    text = "".join(d.get("content", "") for d in deltas(response))
+    assert text.startswith("<think>hmm</think>Sure.<|tool_calls_section_begin|>")
+    assert "<|tool_call_begin|>functions.run_cell:0<|tool_call_argument_begin|>" in text
+    assert not any("tool_calls" in d or "reasoning" in d for d in deltas(response))
+    assert events(response)[-2]["choices"][0]["finish_reason"] == "stop"
+    assert message["error"]["message"] == "script exhausted after 1 turns"
+
+
+def test_match_routes_concurrent_conversations() -> None:
+    script = {"turns": [{"match": "notebook-B", "content": "B1"}, {"match": "notebook-A", "content": "A1"},
+                        {"content": "anyone"}, {"match": "notebook-A", "content": "A2"}]}
+    with ScriptedServer(script) as srv:
+        def ask(text: str) -> str:
+            return post(srv, {"messages": [{"role": "user", "content": text}]}).json()["choices"][0]["message"]["content"]
+
+        assert [ask("fix notebook-A"), ask("fix notebook-A"), ask("other"), ask("fix notebook-B")] == \
+            ["A1", "A2", "anyone", "B1"]
+        assert "exhausted after 4 turns" in post(srv, {}).json()["error"]["message"]
+    with ScriptedServer({"turns": [{"match": "x", "content": "only x"}]}) as srv:
+        assert "no unused script turn matches" in post(srv, {}).json()["error"]["message"]
+
+
+@pytest.mark.anyio
+async def test_async_context_manager() -> None:
+    async with ScriptedServer({"turns": [{"content": "async"}]}) as srv:
+        client = openai.AsyncOpenAI(base_url=srv.base_url, api_key="x", max_retries=0)
+        completion = await client.chat.completions.create(model="m", messages=USER)
+        await client.close()
+    assert completion.choices[0].message.content == "async"
 
 
 # -- faults -------------------------------------------------------------------------------------------------------

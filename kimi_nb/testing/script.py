@@ -20,9 +20,13 @@ next turn. Keys of a TURN (all optional):
   the turn is consumed, so a client's retry gets the *next* turn), ``{"drop_after": N}`` (close the connection
   after N characters, without ``[DONE]``), ``{"delay": SECONDS}`` (sleep before each chunk),
   ``{"no_content": true}`` (add the "(no content)" artefact to the content).
+- ``match``: a string; the turn only answers a request whose messages contain it (contents, text parts,
+  tool-call arguments). A request gets the first unused turn whose ``match`` it contains, else the first unused
+  turn without ``match`` (plain scripts are answered in order). Lets concurrent conversations share one server.
 - ``comment``: ignored (for people reading the script).
 
-Top-level options: ``repeat`` (bool: cycle the turns instead of failing once they are used up), ``models``
+Top-level options: ``repeat`` (bool: once every turn is used, they all become available again, instead of
+failing with "script exhausted"), ``models``
 (model ids served; requests for other models get 404 like vLLM; default: any model is accepted),
 ``api_key`` (when set, requests without ``Authorization: Bearer <api_key>`` get 401), ``comment``.
 """
@@ -90,6 +94,7 @@ class Turn:
     finish_reason: str | None = None
     usage: UsageOverride = UsageOverride()
     fault: Fault = Fault()
+    match: str | None = None
 
 
 @dataclass(frozen=True)
@@ -161,13 +166,18 @@ def parse_turn(data: Mapping[str, Any], index: int | None = None) -> Turn:
     chunk = _typed(data, "chunk", int, DEFAULT_CHUNK, where)
     if chunk < 1:
         raise ScriptError(f"{where}: 'chunk' must be at least 1")
-    finish_reason = data.get("finish_reason")
-    if finish_reason is not None and not isinstance(finish_reason, str):
-        raise ScriptError(f"{where}: 'finish_reason' must be a string")
+    finish_reason, match = data.get("finish_reason"), data.get("match")
+    for key, value in (("finish_reason", finish_reason), ("match", match)):
+        if value is not None and not (isinstance(value, str) and value):
+            raise ScriptError(f"{where}: {key!r} must be a non-empty string")
+    calls = _parse_calls(data.get("tool_calls", []), where)
+    if mode == "raw" and any(isinstance(call.arguments, str) for call in calls):
+        raise ScriptError(f"{where}: raw mode renders arguments as JSON objects; use 'text' for a verbatim "
+                          f"(e.g. malformed) raw call")
     return Turn(
         content=_typed(data, "content", str, "", where),
         reasoning=_typed(data, "reasoning", str, "", where),
-        tool_calls=_parse_calls(data.get("tool_calls", []), where),
+        tool_calls=calls,
         mode=mode,
         text=text,
         reasoning_field=reasoning_field,
@@ -175,6 +185,7 @@ def parse_turn(data: Mapping[str, Any], index: int | None = None) -> Turn:
         finish_reason=finish_reason,
         usage=_parse_usage(data.get("usage", {}), where),
         fault=_parse_fault(data.get("fault", {}), where),
+        match=match,
     )
 
 

@@ -67,6 +67,7 @@ class ScriptedServer:
         self.healthy = True
         self.requests: list[dict[str, Any]] = []
         self.turns_served = 0
+        self._used: set[int] = set()
         self._requested_port = port
         self._lock = threading.Lock()
         self._previous_prompt = ""
@@ -107,6 +108,12 @@ class ScriptedServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    async def __aenter__(self) -> "ScriptedServer":
+        return self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop()
+
     @property
     def port(self) -> int:
         """The bound port (still known after ``stop()``, e.g. to test a refused connection)."""
@@ -142,13 +149,29 @@ class ScriptedServer:
                 raise _HTTPError(500, f"scripted responder failed: {type(exc).__name__}: {exc}") from None
             return parse_turn(answer)
         assert self.script is not None
+        text = _request_text(body.get("messages"))
         with self._lock:
-            turns = self.script.turns
-            if not turns or (self.turns_served >= len(turns) and not self.script.repeat):
-                raise _HTTPError(500, f"script exhausted after {len(turns)} turns")
-            turn = turns[self.turns_served % len(turns)]
+            index = self._pick(text)
+            if index is None and self.script.repeat and self._used:
+                self._used.clear()
+                index = self._pick(text)
+            if index is None:
+                turns = self.script.turns
+                if len(self._used) == len(turns):
+                    raise _HTTPError(500, f"script exhausted after {len(turns)} turns")
+                raise _HTTPError(500, f"no unused script turn matches this request "
+                                      f"({len(turns) - len(self._used)} of {len(turns)} turns left, all with 'match')")
+            self._used.add(index)
             self.turns_served += 1
-            return turn
+            return self.script.turns[index]
+
+    def _pick(self, text: str) -> int | None:
+        """The first unused turn whose ``match`` occurs in the request, else the first unused turn without one."""
+        unused = [(i, t) for i, t in enumerate(self.script.turns) if i not in self._used]  # type: ignore[union-attr]
+        matched = next((i for i, t in unused if t.match is not None and t.match in text), None)
+        if matched is not None:
+            return matched
+        return next((i for i, t in unused if t.match is None), None)
 
     def _usage(self, turn: Turn, reply: Reply, body: dict[str, Any]) -> dict[str, Any]:
         prompt = prompt_text(body)
@@ -171,6 +194,23 @@ class ScriptedServer:
         model = body.get("model")
         if self.models and model not in self.models:
             raise _HTTPError(404, f"The model `{model}` does not exist.")
+
+
+def _request_text(messages: Any) -> str:
+    """Every text of a request's messages (contents, text parts, tool-call arguments), for ``match``."""
+    parts: list[str] = []
+    for message in messages if isinstance(messages, list) else []:
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+        for call in message.get("tool_calls") or []:
+            if isinstance(call, dict) and isinstance(call.get("function"), dict):
+                parts.append(str(call["function"].get("arguments", "")))
+    return "\n".join(parts)
 
 
 class _HTTPServer(ThreadingHTTPServer):
