@@ -1,14 +1,53 @@
 """The notebook abstraction the tools work on: Cell, NotebookSnapshot, the backend protocol, and the file backend.
 
-(Implementation in progress: types below are the stable API.)
+Also the one text rendering of cells and outputs shared by the tools and the context builder: ANSI stripped,
+carriage-return progress bars collapsed, long outputs truncated with a marker saying how much was cut, errors
+as ``ename: evalue`` plus a cleaned traceback.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+import json
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol
 
-__all__ = ["Cell", "NotebookSnapshot", "NotebookBackend"]
+from kimi_nb.errors import NotebookError, ToolError
+
+if TYPE_CHECKING:  # nbformat is imported lazily: `import kimi_nb` stays light
+    from nbformat import NotebookNode
+
+    from kimi_nb.tools import Proposal
+
+__all__ = [
+    "CELL_TYPES",
+    "IMAGE_MIMES",
+    "Cell",
+    "FileNotebook",
+    "NotebookBackend",
+    "NotebookSnapshot",
+    "SnapshotNotebook",
+    "apply_to_snapshot",
+    "cell_summary",
+    "clean_traceback",
+    "has_error",
+    "image_outputs",
+    "new_cell_id",
+    "render_cell",
+    "render_error",
+    "render_outputs",
+    "snapshot_from_json",
+    "strip_ansi",
+    "write_text_atomic",
+]
+
+CELL_TYPES = ("code", "markdown", "raw")
+IMAGE_MIMES = ("image/png", "image/jpeg")
 
 
 @dataclass(frozen=True)
@@ -31,6 +70,10 @@ class NotebookSnapshot:
     path: str = ""
     active_cell_id: str | None = None
 
+    def index_of(self, cell_id: str) -> int | None:
+        """Position of the cell with this id, or None."""
+        return next((i for i, cell in enumerate(self.cells) if cell.id == cell_id), None)
+
 
 class NotebookBackend(Protocol):
     """Where a front door's notebook lives. ``caps`` names optional abilities: "variables" (inspect_variable)."""
@@ -42,3 +85,463 @@ class NotebookBackend(Protocol):
 
     def inspect_variable(self, name: str) -> str:
         """Type, shape/len, dtype and a truncated repr of a kernel variable (only with the "variables" cap)."""
+
+
+def new_cell_id() -> str:
+    """A fresh nbformat-style cell id (8 hex characters, as JupyterLab makes them)."""
+    return uuid.uuid4().hex[:8]
+
+
+def _synthetic_id(index: int) -> str:
+    """The in-memory id of a cell that has none (notebooks older than nbformat 4.5); stable across loads."""
+    return f"cell-{index}"
+
+
+# ---------------------------------------------------------------------------------------------- text rendering
+
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+_LIBRARY_FRAME = re.compile(r"^\s*File \"?[^\n]*(?:site-packages|dist-packages|[/\\]lib[/\\]python\d)")
+_FRAME_START = re.compile(r"^(?:Cell In\s*\[|Input In\s*\[|\s*File |<ipython-input-)")
+_RULE = re.compile(r"^-{20,}\s*$")
+_IPYTHON_HEADER = re.compile(r"^\S+\s{2,}Traceback \(most recent call last\)\s*$")
+
+
+def _text(value: Any) -> str:
+    """nbformat multiline text: a string or a list of lines."""
+    if isinstance(value, list):
+        return "".join(str(part) for part in value)
+    return "" if value is None else str(value)
+
+
+def strip_ansi(text: str) -> str:
+    """Text without ANSI escapes, with carriage-return progress updates collapsed to their last state."""
+    text = _ANSI.sub("", text)
+    if "\r" in text:
+        lines = text.replace("\r\n", "\n").split("\n")
+        text = "\n".join(next((part for part in reversed(line.split("\r")) if part), "") for line in lines)
+    return text
+
+
+def _truncate(text: str, limit: int) -> str:
+    """Keep the head and the tail of ``text`` within ``limit`` characters, saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    head = text[: limit // 2]
+    tail = text[len(text) - limit // 2 :]
+    # cut at line boundaries when one is near, so the marker sits on its own line
+    if (nl := head.rfind("\n")) > limit // 4:
+        head = head[: nl + 1]
+    if 0 <= (nl := tail.find("\n")) < limit // 4:
+        tail = tail[nl + 1 :]
+    cut = len(text) - len(head) - len(tail)
+    return f"{head.rstrip(chr(10))}\n[... {cut:,} characters cut ...]\n{tail}"
+
+
+def clean_traceback(traceback: Iterable[str] | str) -> str:
+    """A traceback as plain text: ANSI stripped, IPython's banner dropped, runs of library frames collapsed.
+
+    Accepts IPython's list form (one frame per item) or a plain Python traceback string. Of three or more
+    consecutive frames inside installed packages, the first and last are kept and the rest replaced by
+    ``[... N library frames omitted ...]``.
+    """
+    text = strip_ansi(traceback if isinstance(traceback, str) else "\n".join(traceback))
+    blocks: list[list[str]] = [[]]
+    for line in text.splitlines():
+        if _RULE.match(line):
+            continue
+        if _IPYTHON_HEADER.match(line):
+            line = "Traceback (most recent call last):"
+        if _FRAME_START.match(line) and blocks[-1]:
+            blocks.append([])
+        blocks[-1].append(line.rstrip())
+    out: list[str] = []
+    run: list[list[str]] = []
+
+    def flush() -> None:
+        if len(run) >= 3:
+            out.extend(run[0])
+            out.append(f"[... {len(run) - 2} library frames omitted ...]")
+            out.extend(run[-1])
+        else:
+            for block in run:
+                out.extend(block)
+        run.clear()
+
+    for block in blocks:
+        if block and _LIBRARY_FRAME.match(block[0]):
+            run.append(block)
+        else:
+            flush()
+            out.extend(block)
+    flush()
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip("\n")
+
+
+def render_error(ename: str, evalue: str, traceback: Iterable[str] | str = ()) -> str:
+    """``ename: evalue`` followed by the cleaned traceback (without repeating that last line)."""
+    headline = f"{strip_ansi(ename)}: {strip_ansi(evalue)}".rstrip(": ") if evalue else strip_ansi(ename)
+    body = clean_traceback(traceback)
+    lines = body.splitlines()
+    if lines and lines[-1].strip() == headline.strip():
+        lines.pop()
+    body = "\n".join(lines).strip("\n")
+    return f"{headline}\n{body}" if body else headline
+
+
+def image_outputs(cell: Cell) -> list[tuple[int, str, str]]:
+    """The cell's PNG/JPEG outputs as (output position, mime, base64 data), in output order."""
+    found = []
+    for position, output in enumerate(cell.outputs):
+        data = output.get("data") or {}
+        mime = next((m for m in IMAGE_MIMES if m in data), None)
+        if mime:
+            found.append((position, mime, "".join(_text(data[mime]).split())))
+    return found
+
+
+def _render_output(output: dict[str, Any], image_index: int | None) -> str:
+    kind = output.get("output_type")
+    if kind == "stream":
+        return strip_ansi(_text(output.get("text")))
+    if kind == "error":
+        return render_error(_text(output.get("ename")), _text(output.get("evalue")), output.get("traceback") or ())
+    data = output.get("data") or {}
+    parts = []
+    if image_index is not None:
+        mime = next(m for m in IMAGE_MIMES if m in data)
+        parts.append(f"[{mime} image, view_image output_index={image_index}]")
+    for mime in ("text/plain", "text/markdown", "text/latex"):
+        if mime in data:
+            parts.append(strip_ansi(_text(data[mime])))
+            break
+    else:
+        if "text/html" in data:
+            parts.append(re.sub(r"<[^>]+>", "", _text(data["text/html"])).strip())
+        elif image_index is None and data:
+            parts.append(f"[{', '.join(sorted(data))} output]")
+    return "\n".join(part.rstrip("\n") for part in parts)
+
+
+def render_outputs(cell: Cell, *, limit: int = 4000, include_errors: bool = True) -> str:
+    """A cell's outputs as text, truncated to ``limit`` characters with a marker saying how much was cut."""
+    image_positions = {position: k for k, (position, _, _) in enumerate(image_outputs(cell))}
+    rendered = [
+        _render_output(output, image_positions.get(position))
+        for position, output in enumerate(cell.outputs)
+        if include_errors or output.get("output_type") != "error"
+    ]
+    text = "\n".join(part.rstrip("\n") for part in rendered if part.strip())
+    return _truncate(text, limit)
+
+
+def has_error(cell: Cell) -> str | None:
+    """``ename: evalue`` of the cell's first error output, or None."""
+    for output in cell.outputs:
+        if output.get("output_type") == "error":
+            return render_error(_text(output.get("ename")), _text(output.get("evalue"))).splitlines()[0]
+    return None
+
+
+def _first_line(source: str, width: int = 80) -> str:
+    lines = [line for line in source.splitlines() if line.strip()]
+    if not lines:
+        return "(empty)"
+    first = lines[0].strip()
+    if len(first) > width:
+        first = first[: width - 3] + "..."
+    return first + (f"  (+{len(lines) - 1} lines)" if len(lines) > 1 else "")
+
+
+def cell_summary(cell: Cell, index: int) -> str:
+    """One line: ``#index id=ID type [count]: first line (+N lines)  [error: ...]``."""
+    count = f" [{cell.execution_count}]" if cell.execution_count is not None else ""
+    error = has_error(cell)
+    tail = f"  [error: {error}]" if error else ""
+    return f"#{index} id={cell.id} {cell.type}{count}: {_first_line(cell.source)}{tail}"
+
+
+def render_cell(cell: Cell, index: int, *, output_limit: int = 4000, include_errors: bool = True,
+                language: str = "python") -> str:
+    """A cell in full: a header line, the source in a fenced block, then its outputs as text."""
+    count = f" [{cell.execution_count}]" if cell.execution_count is not None else ""
+    fence = language if cell.type == "code" else ("markdown" if cell.type == "markdown" else "")
+    parts = [f"#{index} id={cell.id} {cell.type}{count}", f"```{fence}\n{cell.source}\n```"]
+    outputs = render_outputs(cell, limit=output_limit, include_errors=include_errors)
+    if outputs:
+        parts.append(f"Output:\n```\n{outputs}\n```")
+    elif cell.type == "code" and cell.execution_count is None and not cell.outputs:
+        parts.append("(not executed)")
+    return "\n".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------ snapshots
+
+
+def _language(metadata: dict[str, Any]) -> str:
+    return (
+        (metadata.get("kernelspec") or {}).get("language")
+        or (metadata.get("language_info") or {}).get("name")
+        or "python"
+    )
+
+
+def _plain(value: Any) -> Any:
+    """A deep copy as plain dicts/lists (NotebookNode -> dict), so snapshots never alias a live notebook."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def snapshot_from_json(nb: dict[str, Any], path: str = "", *, active_cell_id: str | None = None) -> NotebookSnapshot:
+    """A snapshot from nbformat v4 JSON (a parsed .ipynb, or JupyterLab's ``model.toJSON()`` from the browser).
+
+    Lenient about what the browser sends: sources as strings or lists of lines, missing outputs or metadata.
+    Cells without an id get ``cell-<index>``.
+    """
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        raise NotebookError("notebook JSON must be an object with a 'cells' list")
+    cells = []
+    for index, raw in enumerate(nb["cells"]):
+        if not isinstance(raw, dict):
+            raise NotebookError(f"notebook JSON cell {index} is not an object")
+        cell_type = raw.get("cell_type", "code")
+        count = raw.get("execution_count")
+        cells.append(
+            Cell(
+                id=str(raw.get("id") or _synthetic_id(index)),
+                type=cell_type if cell_type in CELL_TYPES else "raw",
+                source=_text(raw.get("source")),
+                outputs=tuple(_plain(o) for o in raw.get("outputs") or () if isinstance(o, dict)),
+                execution_count=count if isinstance(count, int) else None,
+            )
+        )
+    return NotebookSnapshot(tuple(cells), _language(nb.get("metadata") or {}), path, active_cell_id)
+
+
+def apply_to_snapshot(snapshot: NotebookSnapshot, proposal: Proposal) -> NotebookSnapshot:
+    """The snapshot with one proposal applied. Changed code cells lose their outputs and execution count.
+
+    Raises NotebookError when the proposal does not fit (unknown cell, source changed since it was made).
+    """
+    cells = list(snapshot.cells)
+    if proposal.kind == "insert":
+        if snapshot.index_of(proposal.cell_id) is not None:
+            raise NotebookError(f"cannot insert cell {proposal.cell_id}: a cell with that id exists")
+        position = 0 if proposal.after_cell_id is None else _position(snapshot, proposal.after_cell_id) + 1
+        cells.insert(position, Cell(proposal.cell_id, proposal.cell_type, proposal.after))
+    else:
+        position = _position(snapshot, proposal.cell_id)
+        _check_before(cells[position].source, proposal)
+        if proposal.kind == "delete":
+            del cells[position]
+        elif proposal.kind in ("edit", "replace"):
+            cells[position] = replace(cells[position], source=proposal.after, outputs=(), execution_count=None) \
+                if cells[position].type == "code" else replace(cells[position], source=proposal.after)
+        else:
+            raise NotebookError(f"unknown proposal kind {proposal.kind!r}")
+    return replace(snapshot, cells=tuple(cells))
+
+
+def _position(snapshot: NotebookSnapshot, cell_id: str) -> int:
+    position = snapshot.index_of(cell_id)
+    if position is None:
+        raise NotebookError(f"no cell with id {cell_id!r} in {snapshot.path or 'the notebook'}")
+    return position
+
+
+def _check_before(current: str, proposal: Proposal) -> None:
+    if current != proposal.before:
+        raise NotebookError(f"cell {proposal.cell_id} changed since the proposal was made; ask again")
+
+
+class SnapshotNotebook:
+    """A backend over a fixed snapshot, e.g. the notebook JSON the JupyterLab sidebar sends with a request.
+
+    Nothing is written anywhere: proposals go back to the front door (the browser applies accepted ones).
+    ``apply`` updates the in-memory snapshot, for front doors that keep one across requests.
+    """
+
+    def __init__(self, snapshot: NotebookSnapshot, *, caps: frozenset[str] = frozenset()) -> None:
+        self._snapshot = snapshot
+        self.caps = caps
+
+    @classmethod
+    def from_json(cls, nb: dict[str, Any], path: str = "", *, active_cell_id: str | None = None) -> SnapshotNotebook:
+        return cls(snapshot_from_json(nb, path, active_cell_id=active_cell_id))
+
+    def snapshot(self) -> NotebookSnapshot:
+        return self._snapshot
+
+    def apply(self, proposal: Proposal) -> None:
+        self._snapshot = apply_to_snapshot(self._snapshot, proposal)
+
+    def inspect_variable(self, name: str) -> str:
+        raise ToolError("this notebook has no running kernel to inspect variables in")
+
+
+# --------------------------------------------------------------------------------------------- file backend
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str, *, backup: bool = False) -> None:
+    """Write ``text`` (UTF-8) so that ``path`` is either the old or the new file, never half of one.
+
+    A temporary file in the same folder is written, flushed, fsynced and renamed over ``path``. With
+    ``backup``, an existing ``path`` is first copied to ``path + ".bak"``. Raises NotebookError on failure.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        if backup and os.path.exists(path):
+            shutil.copy2(path, path + ".bak")
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if os.path.exists(path):
+                shutil.copymode(path, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        raise NotebookError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+class FileNotebook:
+    """An .ipynb file held in memory as an nbformat NotebookNode (``.nb``), for the repair CLI.
+
+    ``apply`` changes the in-memory copy only; ``save`` writes it the way Jupyter does (nbformat's
+    canonical JSON), so untouched cells, metadata, ids and attachments stay byte-identical. Notebooks older
+    than nbformat 4.5 have no cell ids: ids ``cell-<index>`` are assigned in memory and never written, so
+    such files keep their format version.
+    """
+
+    caps: frozenset[str] = frozenset()
+
+    def __init__(self, nb: NotebookNode, path: str = "") -> None:
+        self.nb = nb
+        self.path = path
+        self._store_ids = (nb.get("nbformat"), nb.get("nbformat_minor", 0)) >= (4, 5)
+        self._ids: list[str] = []
+        for index, cell in enumerate(nb.cells):
+            if self._store_ids and not cell.get("id"):
+                cell["id"] = new_cell_id()
+            self._ids.append(cell.get("id") or _synthetic_id(index))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> FileNotebook:
+        """Read and validate a notebook file (nbformat 3 is converted to 4). Raises NotebookError."""
+        import nbformat
+
+        path = os.fspath(path)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+            raise NotebookError(f"cannot read {path}: {reason}") from None
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise NotebookError(f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno})") from None
+        if not isinstance(raw, dict) or not isinstance(raw.get("nbformat"), int):
+            raise NotebookError(f"{path} is not a Jupyter notebook (no nbformat version)")
+        if raw["nbformat"] not in (3, 4):
+            raise NotebookError(f"{path} uses nbformat {raw['nbformat']}; only versions 3 and 4 are supported")
+        try:
+            nb = nbformat.convert(nbformat.from_dict(raw), 4) if raw["nbformat"] == 3 else nbformat.from_dict(raw)
+            notebook = cls(nb, path)
+        except Exception as exc:  # noqa: BLE001 - nbformat's converters fail in many ways on malformed input
+            raise NotebookError(f"{path} is not a valid notebook ({type(exc).__name__}: {exc})") from None
+        notebook._validate(f"{path} is not a valid notebook")
+        return notebook
+
+    def _validate(self, what: str) -> None:
+        from nbformat import ValidationError, validate
+
+        try:
+            validate(self.nb)
+        except ValidationError as exc:
+            where = "/".join(str(part) for part in exc.absolute_path) if hasattr(exc, "absolute_path") else ""
+            detail = str(getattr(exc, "message", exc)).splitlines()[0]
+            raise NotebookError(f"{what}: {detail}" + (f" (at {where})" if where else "")) from None
+
+    def snapshot(self) -> NotebookSnapshot:
+        cells = tuple(
+            Cell(
+                id=cell_id,
+                type=cell.cell_type,
+                source=_text(cell.source),
+                outputs=tuple(_plain(o) for o in cell.get("outputs", ())),
+                execution_count=cell.get("execution_count"),
+            )
+            for cell_id, cell in zip(self._ids, self.nb.cells)
+        )
+        return NotebookSnapshot(cells, _language(self.nb.metadata), self.path)
+
+    def cell(self, cell_id: str) -> NotebookNode:
+        """The nbformat cell node with this id (to set outputs after executing it). Raises NotebookError."""
+        return self.nb.cells[self._position(cell_id)]
+
+    def apply(self, proposal: Proposal) -> None:
+        """Apply a proposal to the in-memory notebook (nothing is written). Raises NotebookError."""
+        from nbformat import v4
+
+        if proposal.kind == "insert":
+            if proposal.cell_id in self._ids:
+                raise NotebookError(f"cannot insert cell {proposal.cell_id}: a cell with that id exists")
+            position = 0 if proposal.after_cell_id is None else self._position(proposal.after_cell_id) + 1
+            maker = {"code": v4.new_code_cell, "markdown": v4.new_markdown_cell, "raw": v4.new_raw_cell}
+            if proposal.cell_type not in maker:
+                raise NotebookError(f"unknown cell type {proposal.cell_type!r}")
+            node = maker[proposal.cell_type](proposal.after)
+            if self._store_ids:
+                node["id"] = proposal.cell_id
+            else:
+                node.pop("id", None)
+            self.nb.cells.insert(position, node)
+            self._ids.insert(position, proposal.cell_id)
+            return
+        position = self._position(proposal.cell_id)
+        node = self.nb.cells[position]
+        _check_before(_text(node.source), proposal)
+        if proposal.kind == "delete":
+            del self.nb.cells[position]
+            del self._ids[position]
+        elif proposal.kind in ("edit", "replace"):
+            node["source"] = proposal.after
+            if node.cell_type == "code":
+                node["outputs"] = []
+                node["execution_count"] = None
+        else:
+            raise NotebookError(f"unknown proposal kind {proposal.kind!r}")
+
+    def _position(self, cell_id: str) -> int:
+        try:
+            return self._ids.index(cell_id)
+        except ValueError:
+            raise NotebookError(f"no cell with id {cell_id!r} in {self.path or 'the notebook'}") from None
+
+    def dumps(self) -> str:
+        """The notebook as Jupyter writes it (indent 1, sorted keys, trailing newline). Raises NotebookError."""
+        import nbformat
+
+        self._validate(f"refusing to write an invalid notebook{' ' + self.path if self.path else ''}")
+        text = nbformat.writes(self.nb, version=nbformat.NO_CONVERT)
+        return text if text.endswith("\n") else text + "\n"
+
+    def save(self, path: str | os.PathLike[str] | None = None, *, backup: bool = False) -> str:
+        """Write atomically to ``path`` (default: where it was loaded from); returns the path written."""
+        target = os.fspath(path) if path is not None else self.path
+        if not target:
+            raise NotebookError("no path to save the notebook to")
+        write_text_atomic(target, self.dumps(), backup=backup)
+        return target
+
+    def inspect_variable(self, name: str) -> str:
+        raise ToolError("a notebook file has no running kernel to inspect variables in")
