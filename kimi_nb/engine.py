@@ -20,8 +20,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, Protocol, Union
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Protocol, Union
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -131,7 +132,8 @@ class RemoteEngine:
         self.backoff = backoff
         self.label = label
         self.__api_key = api_key
-        self._clients: dict[int, Any] = {}  # one AsyncOpenAI per event loop (httpx pools are loop-bound)
+        self._client_obj: Any = None
+        self._client_loop: Callable[[], Any] = _no_loop
         self._closers: list[Any] = []  # resources to release in aclose() (an owned scripted server)
 
     # -- description ---------------------------------------------------------------------------------------------
@@ -221,8 +223,8 @@ class RemoteEngine:
 
     async def aclose(self) -> None:
         """Close HTTP clients and stop a scripted server this engine started."""
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
+        client, self._client_obj, self._client_loop = self._client_obj, None, _no_loop
+        if client is not None:
             try:
                 await client.close()
             except RuntimeError:  # created on another, already closed event loop
@@ -233,21 +235,20 @@ class RemoteEngine:
 
     # -- internals -----------------------------------------------------------------------------------------------------
     def _client(self) -> Any:
+        """The AsyncOpenAI client for the running event loop (httpx connection pools are loop-bound)."""
         import asyncio
 
         import openai
 
         try:
-            loop_key = id(asyncio.get_running_loop())
-        except RuntimeError:  # another anyio backend: one client per call is fine
-            loop_key = -1
-        client = self._clients.get(loop_key)
-        if client is None:
-            client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.__api_key or "not-needed",
-                                        timeout=self.timeout, max_retries=0)
-            if loop_key != -1:
-                self._clients = {loop_key: client}
-        return client
+            loop: Any = asyncio.get_running_loop()
+        except RuntimeError:  # another anyio backend: a client per call
+            loop = None
+        if loop is None or self._client_loop() is not loop:
+            self._client_obj = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.__api_key or "not-needed",
+                                                  timeout=self.timeout, max_retries=0)
+            self._client_loop = weakref.ref(loop) if loop is not None else _no_loop
+        return self._client_obj
 
     async def _open(self, body: dict[str, Any]) -> Any:
         """Start the streamed request, retrying 429 and 5xx with bounded backoff."""
@@ -310,6 +311,10 @@ class RemoteEngine:
 
     def _scrub(self, text: str) -> str:
         return text.replace(self.__api_key, "***") if self.__api_key else text
+
+
+def _no_loop() -> None:
+    return None
 
 
 def _server_message(exc: Any) -> str:
