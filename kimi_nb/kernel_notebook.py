@@ -24,6 +24,7 @@ __all__ = ["CellError", "KernelNotebook", "cell_id", "execution_count_of", "desc
 _ID = re.compile(r"^\s*(?:In\s*\[\s*(\d+)\s*\]|(\d+))\s*$")
 _SLICE = re.compile(r"^\s*(-?\d*)\s*:\s*(-?\d*)\s*$")
 _KIMI_MAGIC = re.compile(r"^\s*%%?kimi\b")
+_VARIABLE_PATH = re.compile(r"^[A-Za-z]\w*(?:\.[A-Za-z]\w*)*$")
 _REPR_LIMIT = 600
 _IMAGES_KEPT = 8
 
@@ -199,13 +200,21 @@ class KernelNotebook:
         return NotebookSnapshot(tuple(self.cell(n) for n in chosen), "python", "", cell_id(self.current))
 
     def inspect_variable(self, name: str) -> str:
-        """Type, shape/len, dtype and truncated repr of a variable of the user's namespace."""
-        if not name.isidentifier():
-            raise ToolError(f"{name!r} is not a variable name; pass a plain name such as df")
+        """Type, shape/len, dtype and truncated repr of a user variable, or of an attribute path such as
+        ``df.columns`` (plain attribute lookups only; private names are refused)."""
+        if not _VARIABLE_PATH.match(name):
+            raise ToolError(f"{name!r} is not a variable name; pass a name such as df or df.columns")
+        first, *attributes = name.split(".")
         hidden = getattr(self.ipython, "user_ns_hidden", {})
-        if name not in self.ipython.user_ns or name in hidden:
-            raise ToolError(f"there is no variable named {name} in the kernel")
-        return describe_value(name, self.ipython.user_ns[name])
+        if first not in self.ipython.user_ns or first in hidden:
+            raise ToolError(f"there is no variable named {first} in the kernel")
+        value = self.ipython.user_ns[first]
+        for depth, attribute in enumerate(attributes, start=2):
+            try:
+                value = getattr(value, attribute)
+            except Exception:
+                raise ToolError(f"{'.'.join(name.split('.')[:depth])} does not exist") from None
+        return describe_value(name, value)
 
     def variables_in(self, source: str) -> list[str]:
         """Short summaries of the user's variables named in ``source`` (for %kimi fix / explain)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, AsyncIterator
 
 from kimi_nb.errors import KimiError
 from kimi_nb.kernel_notebook import KernelNotebook, cell_id, execution_count_of
@@ -34,6 +34,17 @@ class Ask:
     thinking: bool | None = None
     format: str = "markdown"
     error_cell: int | None = None  # ask about the error of this execution (%kimi fix / explain)
+
+
+async def _answer(engine: Any, *args: Any, **options: Any) -> AsyncIterator[Any]:
+    """The agent's events for one request; the engine is closed afterwards (also when cancelled)."""
+    from kimi_nb.agent import run_agent
+
+    try:
+        async for event in run_agent(engine, *args, **options):
+            yield event
+    finally:
+        await engine.aclose()
 
 
 def last_code_block(text: str) -> str | None:
@@ -93,7 +104,7 @@ class KimiSession:
     def ask(self, ask: Ask) -> None:
         """Send the request with its context, stream the answer into the output, then place code and show
         proposals. Raises KimiError (one line) for failures before streaming starts."""
-        from kimi_nb.agent import AgentDone, ProposalMade, run_agent
+        from kimi_nb.agent import AgentDone, ProposalMade
         from kimi_nb.engine import Usage
         from kimi_nb.magics_display import AnswerView
         from kimi_nb.sync import iterate_sync
@@ -102,15 +113,14 @@ class KimiSession:
         settings = self.settings
         memory = self.memory()
         messages = self._messages(ask, memory)
-        engine = self.open_engine()
+        toolbox = Toolbox(self.notebook, memory=memory)
         view = AnswerView(live=self.live)
         proposals = []
         done: AgentDone | None = None
         usage = Usage()
-        events = iterate_sync(run_agent(engine, messages, Toolbox(self.notebook, memory=memory),
-                                        max_steps=settings.max_steps, max_tokens=ask.max_tokens or settings.max_tokens,
-                                        thinking=settings.thinking if ask.thinking is None else ask.thinking,
-                                        model=ask.model))
+        events = iterate_sync(_answer, self.open_engine(), messages, toolbox, max_steps=settings.max_steps,
+                              max_tokens=ask.max_tokens or settings.max_tokens,
+                              thinking=settings.thinking if ask.thinking is None else ask.thinking, model=ask.model)
         try:
             for event in events:
                 if isinstance(event, ProposalMade):
@@ -131,36 +141,33 @@ class KimiSession:
         self._deliver(ask, done, proposals)
 
     def _messages(self, ask: Ask, memory: Any) -> list[dict[str, Any]]:
-        from kimi_nb.context import ContextRequest, build
+        from kimi_nb.context import ContextRequest, ErrorInfo, build
         from kimi_nb.tools import Image
 
-        counts = self.notebook.select(ask.cells) if ask.context else []
-        if ask.error_cell is not None and ask.error_cell not in counts:
-            counts = sorted({*counts, ask.error_cell})
-        snapshot = self.notebook.snapshot(counts)
+        notebook = self.notebook
+        counts = notebook.select(ask.cells) if ask.context else []
         failed = ask.error_cell
-        if failed is None and ask.context and counts and counts[-1] == self.notebook.current - 1:
-            failed = counts[-1] if self.notebook.error(counts[-1]) else None  # the previous cell just failed
-        images = ()
+        if failed is None and counts and counts[-1] == notebook.current - 1 and notebook.error(counts[-1]):
+            failed = counts[-1]  # the cell just before this one failed: that is what the user asks about
+        if failed is not None and failed not in counts:
+            counts = sorted({*counts, failed})
+        error = notebook.error(failed) if failed is not None else None
+        images: tuple[Any, ...] = ()
         if ask.image:
-            png = self.notebook.last_figure()
+            png = notebook.last_figure()
             if png is None:
                 raise KimiError("--image: there is no figure to attach; draw one (e.g. with matplotlib) first")
             images = (Image("image/png", png),)
         prompt = "\n\n".join(p for p in (ask.prompt, _FORMAT_INSTRUCTIONS[ask.format]) if p)
-        request = ContextRequest(prompt=prompt, snapshot=snapshot, active_cell_id=snapshot.active_cell_id,
-                                 error=self._error_info(failed), images=images, history=[])
-        return build(request, settings=self.settings, memory=memory)
-
-    def _error_info(self, count: int | None) -> Any:
-        if count is None:
-            return None
-        from kimi_nb.context import CellErrorInfo
-
-        error = self.notebook.error(count)
-        assert error is not None
-        return CellErrorInfo(cell_id=cell_id(count), ename=error.ename, evalue=error.evalue,
-                             traceback=error.traceback)
+        request = ContextRequest(
+            prompt=prompt,
+            snapshot=notebook.snapshot(counts) if counts else None,
+            error=ErrorInfo(cell_id(failed), error.ename, error.evalue, error.traceback) if error else None,
+            images=images,
+        )
+        settings = self.settings
+        return build(request, memories=tuple(memory.list()), budget=settings.context_budget,
+                     redact_secrets=settings.redact_secrets).messages
 
     def _deliver(self, ask: Ask, done: Any, proposals: list[Any]) -> None:
         """New cells become the next input (or go through the labextension); edits become diff widgets."""
