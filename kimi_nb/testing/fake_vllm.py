@@ -1,16 +1,18 @@
 """A stand-in `vllm` executable for launcher tests: accepts `vllm serve` arguments, logs like vLLM, serves a script.
 
 ``python -m kimi_nb.testing.fake_vllm serve MODEL --port P [vllm options] [--script S] [--crash] [--never-healthy]
-[--startup-delay SECONDS]``. The behaviour can also come from the environment (for launchers that only pass vLLM's
+[--startup-delay SECONDS] [--workers N]``. The behaviour can also come from the environment (for launchers that only pass vLLM's
 own arguments): ``KIMI_FAKE_VLLM_SCRIPT`` (a script path), ``KIMI_FAKE_VLLM_MODE`` (``crash`` or
 ``never-healthy``), ``KIMI_FAKE_VLLM_STARTUP_DELAY`` (seconds answering 503 on /health first). Without a script it
-answers with the offline demo responder. The model is served under MODEL (or ``--served-model-name``).
+answers with the offline demo responder. ``--workers N`` starts N idle child processes (as vLLM starts engine-core
+and tensor-parallel workers) and logs their pids, so tests can check that a launcher stops the whole group. The model is served under MODEL (or ``--served-model-name``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -37,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--never-healthy", action="store_true", default=mode == "never-healthy")
     serve.add_argument("--startup-delay", type=float,
                        default=float(os.environ.get("KIMI_FAKE_VLLM_STARTUP_DELAY") or 0))
+    serve.add_argument("--workers", type=int, default=0)
     return parser
 
 
@@ -44,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     args, other = _parser().parse_known_args(argv)
     _log("INFO", f"vLLM API server version 0.0.0+kimi-nb-stand-in; model {args.model!r}")
     _log("INFO", f"non-default args: tensor_parallel_size={args.tensor_parallel_size} {' '.join(other)}".strip())
+    for _ in range(args.workers):
+        worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+        _log("INFO", f"Started engine core worker pid={worker.pid}")
     if args.crash:
         _log("ERROR", "RuntimeError: No CUDA GPUs are available (stand-in crash)")
         return 1
