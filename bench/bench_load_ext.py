@@ -75,7 +75,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if len(names) == 2:
         ratio = result["median_seconds"]["jupyter_ai_magics"] / result["median_seconds"]["kimi_nb"]
         result["ratio"] = ratio
+        result["headline"] = {"label": "%load_ext kimi_nb speed-up vs jupyter_ai_magics", "value": ratio,
+                              "unit": "x", "target": ">= 10"}
         print(f"kimi_nb loads {ratio:.1f}x faster than jupyter_ai_magics (target: >= 10x)")
+    else:  # 10x faster than jupyter_ai_magics' 0.85 s measured elsewhere
+        result["headline"] = {"label": "%load_ext kimi_nb", "value": result["median_seconds"]["kimi_nb"],
+                              "unit": "s", "target": "< 0.085"}
     return result
 
 
