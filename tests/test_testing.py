@@ -314,16 +314,7 @@ def test_demo_responder_answers_prompt_then_tool_result() -> None:
 
 
 # -- the CLI subcommand -------------------------------------------------------------------------------------------------
-#: `kimi-nb scripted-server` as cli.main runs it (argparse from add_arguments, KimiError -> exit 2)
-SCRIPTED_SERVER = [sys.executable, "-c", (
-    "import argparse, sys\n"
-    "from kimi_nb.errors import KimiError\n"
-    "from kimi_nb.testing import command\n"
-    "parser = argparse.ArgumentParser(prog='kimi-nb scripted-server')\n"
-    "command.add_arguments(parser)\n"
-    "try:\n    sys.exit(command.run(parser.parse_args()))\n"
-    "except KimiError as exc:\n    sys.exit(print(f'kimi-nb: error: {exc}', file=sys.stderr) or 2)\n"
-)]
+SCRIPTED_SERVER = [sys.executable, "-m", "kimi_nb.cli", "scripted-server"]
 
 
 def test_cli_scripted_server_prints_url_and_stops_on_ctrl_c(tmp_path) -> None:
