@@ -97,9 +97,19 @@ class VLLMLauncher:
             return args[args.index("--served-model-name") + 1]
         return self.model
 
+    def describe(self) -> str:
+        """One line: model, URL, state and log file."""
+        if self.process is None:
+            state = "not started"
+        elif self.running:
+            state = f"running, pid {self.process.pid}"
+        else:
+            state = f"exited with code {self.process.returncode}"
+        where = f" on {self.ssh_host}" if self.ssh_host else ""
+        return f"{self.model}{where} at {self.base_url} ({state}; log {self.log_path})"
+
     def __repr__(self) -> str:
-        state = "running" if self.running else "stopped"
-        return f"VLLMLauncher({self.model!r}, {self.base_url}, {state}, log={str(self.log_path)!r})"
+        return f"VLLMLauncher({self.describe()})"
 
     # -- lifecycle ---------------------------------------------------------------------------------------------------
     @property
@@ -127,31 +137,55 @@ class VLLMLauncher:
         self,
         timeout: float = 1800.0,
         *,
-        progress: Callable[[float, str], None] | None = None,
-        interval: float = 0.5,
+        progress: Callable[[str], None] | None = None,
+        interval: float = 1.0,
     ) -> None:
-        """Block until ``/health`` answers 200. ``progress(elapsed_seconds, last_log_line)`` is called each poll.
+        """Block until ``/health`` answers 200; ``progress`` gets a one-line status (elapsed time and the last
+        log line) after each unsuccessful poll.
 
         Raises LauncherError (one line, with the last log line) if the process exits or ``timeout`` passes;
         on timeout the server keeps running (call ``stop()`` or wait again).
         """
+        started = time.monotonic()
+        while not self._poll(started, timeout, _healthy(f"{self.url}/health")):
+            if progress is not None:
+                progress(self._progress_line(started))
+            time.sleep(min(interval, max(0.0, timeout - (time.monotonic() - started))))
+
+    async def wait_healthy_async(
+        self,
+        timeout: float = 1800.0,
+        *,
+        progress: Callable[[str], None] | None = None,
+        interval: float = 1.0,
+    ) -> None:
+        """``wait_healthy`` for async callers: polls without blocking the event loop."""
+        import anyio
+
+        started = time.monotonic()
+        url = f"{self.url}/health"
+        while not self._poll(started, timeout, await anyio.to_thread.run_sync(_healthy, url)):
+            if progress is not None:
+                progress(self._progress_line(started))
+            await anyio.sleep(min(interval, max(0.0, timeout - (time.monotonic() - started))))
+
+    def _poll(self, started: float, timeout: float, healthy: bool) -> bool:
+        """True once healthy; raises LauncherError when the process died or the time is up."""
         if self.process is None:
             raise LauncherError("the vLLM server was not started (call start() first)")
-        started = time.monotonic()
-        while True:
-            code = self.process.poll()
-            if code is not None:
-                raise LauncherError(f"vllm exited with code {code} before becoming healthy; "
-                                    f"last log line: {self._last_line()}; log: {self.log_path}")
-            if _healthy(f"{self.url}/health"):
-                return
-            elapsed = time.monotonic() - started
-            if elapsed >= timeout:
-                raise LauncherError(f"vllm at {self.url} not healthy after {timeout:g} s (still running); "
-                                    f"last log line: {self._last_line()}; log: {self.log_path}")
-            if progress is not None:
-                progress(elapsed, self._last_line())
-            time.sleep(min(interval, max(0.0, timeout - elapsed)))
+        if healthy:
+            return True
+        code = self.process.poll()
+        if code is not None:
+            raise LauncherError(f"vllm exited with code {code} before becoming healthy; "
+                                f"last log line: {self._last_line()}; log: {self.log_path}")
+        if time.monotonic() - started >= timeout:
+            raise LauncherError(f"vllm at {self.url} not healthy after {timeout:g} s (still running); "
+                                f"last log line: {self._last_line()}; log: {self.log_path}")
+        return False
+
+    def _progress_line(self, started: float) -> str:
+        return f"waiting for vLLM ({time.monotonic() - started:.0f} s): {self._last_line()}"
 
     def stop(self, timeout: float = 10.0) -> None:
         """End the server's whole process group: SIGTERM, then SIGKILL after ``timeout`` seconds. Idempotent."""

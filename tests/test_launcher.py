@@ -59,8 +59,9 @@ async def test_launch_wait_healthy_talk_and_stop(tmp_path) -> None:
     server = launcher(tmp_path, "--workers", "2", "--startup-delay", "0.5")
     seen: list[str] = []
     with server:
-        server.wait_healthy(timeout=60, progress=lambda elapsed, line: seen.append(line), interval=0.1)
-        assert seen  # progress was reported while it was loading
+        server.wait_healthy(timeout=60, progress=seen.append, interval=0.1)
+        assert seen and seen[0].startswith("waiting for vLLM (")  # progress was reported while it was loading
+        assert "running, pid" in server.describe()
         assert any("Starting vLLM API server" in line for line in server.tail_log())
         engine = server.engine()
         assert await engine.list_models() == ["moonshotai/Kimi-K2.5"]
@@ -76,14 +77,16 @@ async def test_launch_wait_healthy_talk_and_stop(tmp_path) -> None:
     assert all(gone(pid) for pid in [server.process.pid, *workers])
 
 
-def test_crash_reports_the_last_log_line(tmp_path) -> None:
+@pytest.mark.anyio
+async def test_crash_reports_the_last_log_line(tmp_path) -> None:
     server = launcher(tmp_path, "--crash").start()
     with pytest.raises(LauncherError) as info:
-        server.wait_healthy(timeout=60, interval=0.05)
+        await server.wait_healthy_async(timeout=60, interval=0.05)
     message = str(info.value)
     assert message.startswith("vllm exited with code 1 before becoming healthy; last log line: ")
     assert "No CUDA GPUs are available" in message and str(tmp_path / "vllm.log") in message
     server.stop()
+    assert "exited with code 1" in server.describe()
 
 
 def test_never_healthy_times_out_and_keeps_running_until_stopped(tmp_path) -> None:
@@ -119,3 +122,12 @@ def test_script_through_the_environment_and_settings_engine(tmp_path, monkeypatc
                 await engine.aclose()
 
         assert run_sync(ask) == "from the script"
+
+
+@pytest.mark.anyio
+async def test_wait_healthy_async(tmp_path) -> None:
+    with launcher(tmp_path, "--startup-delay", "0.3") as server:
+        lines: list[str] = []
+        await server.wait_healthy_async(timeout=60, progress=lines.append, interval=0.1)
+        assert lines and "Starting vLLM API server" in lines[-1]
+        await server.wait_healthy_async(timeout=0)  # already healthy: returns at once
