@@ -138,11 +138,8 @@ class KimiMagics(Magics):
             self._ask(self._ask_from(parse_argstring(self.kimi_cell, ""),
                                      interpolate(line, self.shell.user_ns, self.notebook)))
             return
-        command, rest = words[0], arg_split(_CELLS_SLICE.sub(r"\1\2=\3", line.partition(words[0])[2]))
-        try:
-            getattr(self, f"_{command}")(rest)
-        except KimiError as exc:
-            self._say(f"kimi-nb: {exc}")
+        command, rest = words[0], _words(_CELLS_SLICE.sub(r"\1\2=\3", line.partition(words[0])[2]))
+        self._guarded(getattr(self, f"_{command}"), rest)
 
     # -- subcommands -----------------------------------------------------------------------------------------
     def _fix(self, words: list[str], *, explain: bool = False) -> None:
@@ -190,17 +187,34 @@ class KimiMagics(Magics):
                    model=args.model, max_tokens=args.max_tokens, thinking=args.thinking, format=args.format)
 
     def _ask(self, ask: Any) -> None:
+        self._guarded(self.session.ask, ask)
+
+    def _guarded(self, action: Any, *args: Any) -> None:
+        """Run ``action``; failures become one line in the output, never a traceback from inside kimi-nb."""
         try:
-            self.session.ask(ask)
+            action(*args)
+        except UsageError:
+            raise
         except KimiError as exc:
             self._say(f"kimi-nb: {exc}")
         except KeyboardInterrupt:
             self._say("kimi-nb: cancelled")
+        except Exception as exc:  # a kimi-nb bug: still one line in the user's notebook
+            self._say(f"kimi-nb: internal error ({type(exc).__name__}: {exc}); please report it")
 
     def _say(self, message: str) -> None:
         from kimi_nb.magics_display import show_line
 
         show_line(message, live=self.session.live)
+
+
+def _words(text: str) -> list[str]:
+    """Shell-like words with quotes removed (``--vllm "python -m x"``); a lone apostrophe ("what's") keeps
+    the text as typed."""
+    try:
+        return arg_split(text, posix=True)
+    except ValueError:
+        return arg_split(text, posix=False)
 
 
 def register(ipython: Any) -> None:

@@ -13,7 +13,7 @@ from kimi_nb.engine import Usage
 from kimi_nb.protocol import ReasoningDelta, TextDelta
 from kimi_nb.tools import Proposal
 
-__all__ = ["AnswerView", "diff_text", "diff_html", "show_proposal", "show_line"]
+__all__ = ["AnswerView", "StatusLine", "diff_text", "diff_html", "show_proposal", "show_line"]
 
 _REFRESH_SECONDS = 0.15
 _ARGUMENTS_SHOWN = 80
@@ -35,7 +35,7 @@ class AnswerView:
 
     def add(self, event: Any) -> None:
         """Take one agent event (text, reasoning, tool call, notice)."""
-        from kimi_nb.agent import Notice, ToolCallRequested
+        from kimi_nb.agent import Notice, ToolCallRequested, ToolResultEvent
 
         if isinstance(event, TextDelta):
             self.text += event.text
@@ -46,14 +46,20 @@ class AnswerView:
             self.reasoning += event.text
         elif isinstance(event, ToolCallRequested):
             self.note(tool_line(event.call.name, event.call.arguments, event.call.error))
+        elif isinstance(event, ToolResultEvent) and event.result.is_error:
+            self.note(f"`  ↳ {_first_line(event.result.content)}`")
         elif isinstance(event, Notice):
-            self.note(f"*{event.text}*")
+            self.note(f"*{html.escape(event.text)}*")
         self._refresh()
 
     def note(self, line: str) -> None:
         self.lines.append(line)
         if not self.live:
             print(f"\n{_plain(line)}")
+
+    def fail(self, message: str) -> None:
+        """Show a failure as one prominent line (no traceback)."""
+        self.note(f"**kimi-nb:** {html.escape(message)}")
 
     def finish(self, usage: Usage | None = None, *, steps: int = 0, status: str = "") -> None:
         """Final render; ``status`` (e.g. "cancelled") is shown before the usage line."""
@@ -101,6 +107,26 @@ def tool_line(name: str, arguments: dict[str, Any], error: str | None = None) ->
         shown = shown[:_ARGUMENTS_SHOWN] + "…"
     suffix = f" — {error}" if error else ""
     return f"`→ {name} {shown}`{html.escape(suffix)}"
+
+
+class StatusLine:
+    """One line of status updated in place in a kernel (launch progress); printed line by line elsewhere."""
+
+    def __init__(self, *, live: bool) -> None:
+        self.live = live
+        self._handle: Any = None
+
+    def show(self, message: str) -> None:
+        if not self.live:
+            print(message)
+            return
+        from IPython.display import display
+
+        bundle = {"text/plain": message}
+        if self._handle is None:
+            self._handle = display(bundle, raw=True, display_id=True)
+        else:
+            self._handle.update(bundle, raw=True)
 
 
 def show_line(message: str, *, live: bool) -> None:
@@ -163,6 +189,11 @@ def show_proposal(proposal: Proposal, *, live: bool, on_accept: Callable[[Propos
     accept.on_click(accepted)
     reject.on_click(lambda _: box.close())
     display(box)
+
+
+def _first_line(text: str, width: int = 120) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= width else line[:width] + "…"
 
 
 def _plain(line: str) -> str:

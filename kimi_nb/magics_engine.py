@@ -22,6 +22,7 @@ def _parsers() -> dict[str, MagicArgumentParser]:
     launch.add_argument("--tp", type=int, default=None, help="Tensor-parallel size (GPUs).")
     launch.add_argument("--port", type=int, default=None, help="Port to serve on.")
     launch.add_argument("--host", default=None, help="Run vLLM on this ssh host instead of this machine.")
+    launch.add_argument("--vllm", default=None, help="The vllm command, if not `vllm` on PATH (e.g. a venv's).")
     return {"status": status, "stop": stop, "use": use, "launch": launch}
 
 
@@ -63,21 +64,29 @@ def status_line(session: Any) -> str:
 
 
 def launch(session: Any, args: Any, extra: list[str], *, say: Callable[[str], None]) -> None:
-    """Start vLLM with the launcher, wait until it is healthy (showing progress), then use it."""
+    """Start vLLM with the launcher, wait until it is healthy (one progress line updated in place), then use it."""
+    import shlex
+
     from kimi_nb.launcher import VLLMLauncher
+    from kimi_nb.magics_display import StatusLine
 
     if session.launcher is not None:
         raise UsageError("a vLLM server is already running; %kimi engine stop first")
     options = {name: value for name, value in (("tensor_parallel", args.tp), ("port", args.port),
                                                ("ssh_host", args.host)) if value is not None}
+    if args.vllm:
+        options["executable"] = shlex.split(args.vllm)
     launcher = VLLMLauncher(args.model, extra_args=list(extra), **options)
-    say(f"Starting vLLM for {args.model}…")
-    launcher.start()
-    session.launcher = launcher
+    progress = StatusLine(live=session.live)
+    progress.show(f"Starting vLLM for {args.model}…")
+    session.launcher = launcher.start()
     try:
-        launcher.wait_healthy(progress=say)
+        launcher.wait_healthy(progress=progress.show)
     except BaseException:
         session.close()
+        progress.show(f"vLLM for {args.model} did not start; stopped it")
         raise
-    session.use_endpoint(launcher.base_url, args.model)
-    say(f"Ready: {status_line(session)}")
+    # a local server only gets the key when it was started with --api-key
+    session.use_endpoint(launcher.base_url, launcher.served_model,
+                         api_key=None if "--api-key" in extra else "")
+    progress.show(f"Ready: {status_line(session)}")

@@ -80,11 +80,10 @@ class KimiSession:
             self._settings = load_settings(config=self.shell.config, **self.overrides)
         return self._settings
 
-    def use_endpoint(self, base_url: str, model: str | None = None) -> None:
-        """Send later requests to ``base_url`` (and ``model``)."""
+    def use_endpoint(self, base_url: str, model: str | None = None, *, api_key: str | None = None) -> None:
+        """Send later requests to ``base_url`` (and ``model``; ``api_key=""`` sends no key)."""
         overrides = {**self.overrides, "base_url": base_url, "scripted_script": ""}
-        if model:
-            overrides["model"] = model
+        overrides.update({name: value for name, value in (("model", model), ("api_key", api_key)) if value is not None})
         from kimi_nb.config import load_settings
 
         self._settings = load_settings(config=self.shell.config, **overrides)  # validates before switching
@@ -135,7 +134,8 @@ class KimiSession:
             view.finish(usage, status="cancelled")
             return
         except KimiError as exc:
-            view.finish(usage, status=f"kimi-nb: {exc}")
+            view.fail(str(exc))
+            view.finish(usage)
             return
         view.finish(usage, steps=done.steps if done else 0)
         self._deliver(ask, done, proposals)
