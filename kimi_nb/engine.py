@@ -17,12 +17,12 @@ messages naming the endpoint; the API key never appears in a message, log or rep
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import weakref
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Protocol, Union
+from typing import TYPE_CHECKING, Any, Protocol, Union
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -33,7 +33,6 @@ from kimi_nb.protocol import (
     ReasoningDelta,
     StreamEvent,
     StreamParser,
-    TextDelta,
     ToolCall,
     ToolCallArgumentsDelta,
     ToolCallDone,
@@ -44,8 +43,16 @@ from kimi_nb.protocol import (
 if TYPE_CHECKING:
     from kimi_nb.config import KimiNB
 
-__all__ = ["Usage", "Finished", "EngineEvent", "Engine", "EngineError", "RemoteEngine", "open_engine",
-           "OFFLINE_DESCRIPTION"]
+__all__ = [
+    "OFFLINE_DESCRIPTION",
+    "Engine",
+    "EngineError",
+    "EngineEvent",
+    "Finished",
+    "RemoteEngine",
+    "Usage",
+    "open_engine",
+]
 
 log = logging.getLogger("kimi_nb.engine")
 
@@ -62,7 +69,7 @@ class Usage:
     completion_tokens: int = 0
     cached_tokens: int = 0
 
-    def __add__(self, other: "Usage") -> "Usage":
+    def __add__(self, other: Usage) -> Usage:
         return Usage(
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
@@ -458,13 +465,15 @@ _demo_server: Any = None
 _demo_lock = threading.Lock()
 
 
-def open_engine(settings: "KimiNB") -> RemoteEngine:
+def open_engine(settings: KimiNB) -> RemoteEngine:
     """The engine for ``settings``: its endpoint, or (``settings.offline``) a RemoteEngine talking to a
     ScriptedServer started in the background — the demo responder (one shared server per process) or
     ``settings.scripted_script`` (a fresh server per engine, stopped by ``aclose()``)."""
-    options = dict(model=settings.model, timeout=settings.timeout, max_retries=settings.max_retries,
-                   temperature=settings.temperature, thinking=settings.thinking,
-                   reasoning_effort=settings.reasoning_effort, max_tokens=settings.max_tokens)
+    options: dict[str, Any] = {
+        "model": settings.model, "timeout": settings.timeout, "max_retries": settings.max_retries,
+        "temperature": settings.temperature, "thinking": settings.thinking,
+        "reasoning_effort": settings.reasoning_effort, "max_tokens": settings.max_tokens,
+    }
     if not settings.offline:
         return RemoteEngine(settings.endpoint, api_key=settings.api_key, **options)
     from kimi_nb.testing.server import ScriptedServer

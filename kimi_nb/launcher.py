@@ -21,8 +21,9 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from kimi_nb.errors import LauncherError
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from kimi_nb.config import KimiNB
     from kimi_nb.engine import RemoteEngine
 
-__all__ = ["VLLMLauncher", "KIMI_PARSER_ARGS"]
+__all__ = ["KIMI_PARSER_ARGS", "VLLMLauncher"]
 
 #: What vLLM needs to speak Kimi's protocol (tool calls and reasoning as structured fields).
 KIMI_PARSER_ARGS = ("--tool-call-parser", "kimi_k2", "--reasoning-parser", "kimi_k2", "--enable-auto-tool-choice",
@@ -116,7 +117,7 @@ class VLLMLauncher:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def start(self) -> "VLLMLauncher":
+    def start(self) -> VLLMLauncher:
         """Start the server (returns at once; see ``wait_healthy``)."""
         if self.running:
             return self
@@ -202,7 +203,7 @@ class VLLMLauncher:
             process.wait()
         _signal_group(group, signal.SIGKILL)  # workers that outlived the leader
 
-    def __enter__(self) -> "VLLMLauncher":
+    def __enter__(self) -> VLLMLauncher:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -217,7 +218,7 @@ class VLLMLauncher:
         except OSError:
             return []
 
-    def engine(self, settings: "KimiNB | None" = None) -> "RemoteEngine":
+    def engine(self, settings: KimiNB | None = None) -> RemoteEngine:
         """A RemoteEngine for this server (options from ``settings``; the key only when ``--api-key`` is set)."""
         from kimi_nb.engine import RemoteEngine
 

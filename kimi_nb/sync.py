@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import functools
 import queue
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 from anyio.from_thread import start_blocking_portal
 
-__all__ = ["run_sync", "iterate_sync"]
+__all__ = ["iterate_sync", "run_sync"]
 
 T = TypeVar("T")
 

@@ -8,6 +8,7 @@ import re
 import sys
 import time
 
+import anyio
 import pytest
 
 from kimi_nb.errors import LauncherError
@@ -73,7 +74,7 @@ async def test_launch_wait_healthy_talk_and_stop(tmp_path) -> None:
     assert not server.running
     deadline = time.monotonic() + 10
     while not all(gone(pid) for pid in [server.process.pid, *workers]) and time.monotonic() < deadline:
-        time.sleep(0.05)
+        await anyio.sleep(0.05)
     assert all(gone(pid) for pid in [server.process.pid, *workers])
 
 

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import openai
@@ -340,6 +339,6 @@ def test_cli_rejects_a_bad_script(tmp_path) -> None:
     path = tmp_path / "script.json"
     path.write_text(json.dumps({"turns": [{"bogus": 1}]}))
     result = subprocess.run([*SCRIPTED_SERVER, str(path)],
-                            capture_output=True, text=True, timeout=60, env={**os.environ})
+                            check=False, capture_output=True, text=True, timeout=60, env={**os.environ})
     assert result.returncode == 2
     assert "unknown key 'bogus'" in result.stderr and "Traceback" not in result.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["ScriptedServer", "Script", "Turn", "load_script", "parse_turn", "demo_responder"]
+__all__ = ["Script", "ScriptedServer", "Turn", "demo_responder", "load_script", "parse_turn"]
 
 _HOMES = {
     "ScriptedServer": "kimi_nb.testing.server",

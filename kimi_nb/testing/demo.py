@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["demo_responder", "OFFLINE_NOTE"]
+__all__ = ["OFFLINE_NOTE", "demo_responder"]
 
 OFFLINE_NOTE = (
     "This answer comes from **kimi-nb's offline scripted engine**: no model endpoint is configured, so no model "

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from kimi_nb.testing.script import Turn
 
-__all__ = ["Piece", "Reply", "plan_reply", "prompt_text", "usage_body", "completion_body", "chunk_body", "NO_CONTENT"]
+__all__ = ["NO_CONTENT", "Piece", "Reply", "chunk_body", "completion_body", "plan_reply", "prompt_text", "usage_body"]
 
 #: The empty-turn artefact some clients and proxies put in ``content``.
 NO_CONTENT = "(no content)"
@@ -26,7 +27,7 @@ class Piece:
     id: str = ""
     name: str = ""
 
-    def truncated(self, length: int) -> "Piece":
+    def truncated(self, length: int) -> Piece:
         return Piece(self.kind, self.text[:length], self.index, self.id, self.name)
 
 

@@ -35,13 +35,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from kimi_nb.errors import ScriptError
 
-__all__ = ["ScriptedCall", "Fault", "UsageOverride", "Turn", "Script", "load_script", "parse_turn"]
+__all__ = ["Fault", "Script", "ScriptedCall", "Turn", "UsageOverride", "load_script", "parse_turn"]
 
 MODES = ("structured", "raw")
 REASONING_FIELDS = ("reasoning", "reasoning_content")

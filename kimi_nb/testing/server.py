@@ -17,15 +17,16 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from kimi_nb.errors import ScriptError
 from kimi_nb.testing.replies import Reply, chunk_body, completion_body, plan_reply, prompt_text, usage_body
 from kimi_nb.testing.script import Script, Turn, load_script, parse_turn
 
-__all__ = ["ScriptedServer", "Responder"]
+__all__ = ["Responder", "ScriptedServer"]
 
 #: A responder answers one chat request body with a turn (a TURN dict as in scripts, or a Turn).
 Responder = Callable[[dict[str, Any]], "Mapping[str, Any] | Turn"]
@@ -76,7 +77,7 @@ class ScriptedServer:
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
-    def start(self) -> "ScriptedServer":
+    def start(self) -> ScriptedServer:
         """Bind and serve in a daemon thread; returns self."""
         if self._httpd is not None:
             return self
@@ -102,13 +103,13 @@ class ScriptedServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> "ScriptedServer":
+    def __enter__(self) -> ScriptedServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    async def __aenter__(self) -> "ScriptedServer":
+    async def __aenter__(self) -> ScriptedServer:
         return self.start()
 
     async def __aexit__(self, *exc: object) -> None:
@@ -145,7 +146,7 @@ class ScriptedServer:
         if self.responder is not None:
             try:
                 answer = self.responder(body)
-            except Exception as exc:  # a broken responder must answer, not hang the client
+            except Exception as exc:  # noqa: BLE001 - a broken responder must answer, not hang the client
                 raise _HTTPError(500, f"scripted responder failed: {type(exc).__name__}: {exc}") from None
             return parse_turn(answer)
         assert self.script is not None
@@ -302,7 +303,7 @@ class _Handler(BaseHTTPRequestHandler):
         except _HTTPError as exc:
             self._send_error(exc)
             return
-        except Exception as exc:  # an invalid responder answer, a render failure: answer, never hang
+        except Exception as exc:  # noqa: BLE001 - an invalid responder answer, a render failure: answer, never hang
             self._send_error(_HTTPError(500, f"scripted server failed: {type(exc).__name__}: {exc}"))
             return
         usage = owner._usage(turn, reply, body)
