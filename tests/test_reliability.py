@@ -1,0 +1,188 @@
+"""Reliability: a fault matrix against the ScriptedServer through every front door, and fuzzed notebook tools.
+
+Each fault (rate limit, server errors, a dropped or slow stream, "(no content)", leaked template tokens, malformed
+tool JSON, an unknown tool, a missing cell) must end in a recovered answer or one clear line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import anyio
+import nbformat
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kimi_nb.agent import AgentDone, ToolResultEvent, run_agent
+from kimi_nb.engine import RemoteEngine
+from kimi_nb.errors import KimiError, NotebookError
+from kimi_nb.notebook import FileNotebook, SnapshotNotebook
+from kimi_nb.protocol import ToolCall
+from kimi_nb.testing import ScriptedServer
+from kimi_nb.tools import Toolbox, ToolResult
+
+DATA = Path(__file__).parent / "data" / "notebooks"
+ANSWER = "Recovered answer."
+FINAL = {"content": ANSWER}
+NOTEBOOK: dict[str, Any] = {
+    "nbformat": 4,
+    "nbformat_minor": 5,
+    "metadata": {"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}},
+    "cells": [{"id": "c1", "cell_type": "code", "metadata": {}, "execution_count": 1, "source": "total = 1 + 1",
+               "outputs": []}],
+}
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One row of the matrix: the scripted turns, and what the user must end up with."""
+
+    turns: list[dict[str, Any]]
+    message: str | None = None  # None: the answer recovers; else a substring of the one-line message
+    tool_error: str | None = None  # a tool failure the model must have been told about
+    repeat: bool = False
+
+
+FAULTS: dict[str, Fault] = {
+    "429 with Retry-After": Fault([{"fault": {"http": 429, "retry_after": 0.2}}, FINAL]),
+    "500 once": Fault([{"fault": {"http": 500, "message": "worker restarted"}}, FINAL]),
+    "500 every time": Fault([{"fault": {"http": 500, "message": "engine is down"}}], message="500", repeat=True),
+    "dropped stream": Fault([{"content": "An answer cut in the middle", "fault": {"drop_after": 12}}],
+                            message="dropped"),
+    "slow stream": Fault([{"content": ANSWER, "chunk": 2, "fault": {"delay": 0.02}}]),
+    "(no content)": Fault([{"content": ANSWER, "fault": {"no_content": True}}]),
+    "leaked template tokens": Fault([{"mode": "raw", "reasoning": "Look first.",
+                                      "tool_calls": [{"name": "list_cells", "arguments": {}}]}, FINAL]),
+    "malformed tool JSON": Fault([{"tool_calls": [{"name": "read_cell", "arguments": '{"cell_id": "c1'}]}, FINAL],
+                                 tool_error="not valid JSON"),
+    "unknown tool name": Fault([{"tool_calls": [{"name": "run_shell", "arguments": {"command": "ls"}}]}, FINAL],
+                               tool_error="unknown tool 'run_shell'"),
+    "missing cell": Fault([{"tool_calls": [{"name": "read_cell", "arguments": {"cell_id": "c404"}}]}, FINAL],
+                          tool_error="no cell with id 'c404'"),
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a front door showed: the answer text, or the one-line failure message, and everything it printed."""
+
+    answer: str | None
+    message: str | None
+    shown: str
+
+
+# ------------------------------------------------------------------------------------------------ front doors
+
+
+def agent_front_door(server: ScriptedServer) -> Outcome:
+    """The core as every front door drives it: run_agent over a real RemoteEngine."""
+
+    async def drive() -> Outcome:
+        engine = RemoteEngine(server.base_url, model="kimi-k2.5", timeout=10, max_retries=2, backoff=0.01)
+        toolbox = Toolbox(SnapshotNotebook.from_json(NOTEBOOK, "faults.ipynb"))
+        shown: list[str] = []
+        try:
+            async for event in run_agent(engine, [{"role": "user", "content": "What is total?"}], toolbox):
+                if isinstance(event, ToolResultEvent):
+                    shown.append(event.result.content)
+                if isinstance(event, AgentDone):
+                    return Outcome(event.final_message.content, None, "\n".join(shown))
+        except KimiError as exc:
+            return Outcome(None, str(exc), "\n".join(shown))
+        finally:
+            await engine.aclose()
+        raise AssertionError("run_agent ended without AgentDone")
+
+    return anyio.run(drive)
+
+
+FRONT_DOORS: dict[str, Callable[[ScriptedServer], Outcome]] = {
+    "agent": agent_front_door,
+}
+
+
+@pytest.mark.parametrize("door", sorted(FRONT_DOORS))
+@pytest.mark.parametrize("name", list(FAULTS))
+def test_fault_ends_in_an_answer_or_one_clear_line(door: str, name: str) -> None:
+    fault = FAULTS[name]
+    with ScriptedServer({"turns": fault.turns, "repeat": fault.repeat}) as server:
+        outcome = FRONT_DOORS[door](server)
+    assert "Traceback" not in outcome.shown
+    if fault.message is None:
+        assert outcome.message is None, outcome.message
+        assert outcome.answer is not None and ANSWER in outcome.answer
+        assert "(no content)" not in outcome.answer and "<|" not in outcome.answer
+    else:
+        assert outcome.answer is None
+        assert outcome.message is not None and fault.message in outcome.message
+        assert "\n" not in outcome.message.strip() and "Traceback" not in outcome.message
+    if fault.tool_error is not None:  # the model was told what went wrong, as a tool result
+        tool_results = [m["content"] for m in server.requests[-1]["messages"] if m["role"] == "tool"]
+        assert any(fault.tool_error in content for content in tool_results), tool_results
+
+
+# --------------------------------------------------------------------------------------- fuzzed notebook tools
+# tests/test_tools.py already checks that random edit sequences replay into a valid file; these add arbitrary
+# (wrong) calls the model may make, and accepting only some proposals with a write after each one.
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+                     max_leaves=6)
+_names = st.sampled_from(["list_cells", "read_cell", "edit_cell", "replace_cell", "insert_cell", "delete_cell",
+                          "view_image", "memory_create", "run_shell", "", "read_cell\n"])
+_keys = st.sampled_from(["cell_id", "old_text", "new_text", "source", "cell_type", "after_cell_id", "output_index",
+                         "key", "extra"])
+_calls = st.tuples(_names, st.dictionaries(_keys, _json | st.sampled_from(["#0", "#1", "c1", "#-1", "top"]),
+                                           max_size=4), st.one_of(st.none(), st.text(min_size=1, max_size=20)))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(calls=st.lists(_calls, max_size=10))
+def test_arbitrary_tool_calls_never_raise_nor_touch_the_file(tmp_path: Path, calls: list) -> None:
+    path = tmp_path / "work.ipynb"
+    shutil.copy(DATA / "analysis.ipynb", path)
+    before = path.read_bytes()
+    toolbox = Toolbox(FileNotebook.load(path))
+    for step, (name, arguments, error) in enumerate(calls):
+        result = anyio.run(toolbox.call, ToolCall(f"functions.{name}:{step}", name, arguments, error=error))
+        assert isinstance(result, ToolResult) and result.call_id == f"functions.{name}:{step}"
+        if result.is_error:
+            assert result.proposal is None and result.content.strip() and "\n" not in result.content.strip()
+            assert "Traceback" not in result.content
+    assert path.read_bytes() == before  # tools only propose; nothing is written until a proposal is accepted
+
+
+_edits = st.lists(st.tuples(st.sampled_from(["replace_cell", "insert_cell", "delete_cell"]),
+                            st.integers(0, 9), st.text(max_size=30), st.booleans()), min_size=1, max_size=8)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=_edits)
+def test_accepting_some_proposals_with_a_write_after_each_keeps_a_valid_file(tmp_path: Path, edits: list) -> None:
+    path = tmp_path / "work.ipynb"
+    shutil.copy(DATA / "analysis.ipynb", path)
+    notebook = FileNotebook.load(path)
+    toolbox = Toolbox(SnapshotNotebook.from_json(json.loads(path.read_text()), "work.ipynb"))
+    for step, (name, index, text, accept) in enumerate(edits):
+        arguments = {"cell_id": f"#{index}"} if name != "insert_cell" else {"after_cell_id": f"#{index}"}
+        if name != "delete_cell":
+            arguments["source"] = text
+        result = anyio.run(toolbox.call, ToolCall(f"functions.{name}:{step}", name, arguments))
+        if result.proposal is None or not accept:
+            continue  # an out-of-range cell (an error result) or the user clicked Reject
+        saved = path.read_bytes()
+        try:
+            notebook.apply(result.proposal)
+        except NotebookError as exc:  # it builds on a rejected proposal: refused in one line, file untouched
+            assert "\n" not in str(exc)
+            assert path.read_bytes() == saved
+            notebook = FileNotebook.load(path)
+            continue
+        notebook.save()
+        nbformat.validate(nbformat.read(path, as_version=nbformat.NO_CONVERT))
+        assert FileNotebook.load(path).snapshot().cells == notebook.snapshot().cells
