@@ -19,6 +19,8 @@ import { UUID } from '@lumino/coreutils';
 import { ChatSidebar } from './components/ChatPanel';
 import { addFixButtons } from './fixbutton';
 import { kimiIcon } from './icons';
+import { showProposalsInline } from './inline';
+import { connectKernelComms } from './kernelcomm';
 import { ChatModel } from './model';
 import {
   cellIndex,
@@ -125,6 +127,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
       await model.send(FIX_PROMPT);
     };
     addFixButtons(tracker, (panel, cell) => void fix(panel, cell));
+    connectKernelComms(tracker);
+    showProposalsInline(model, tracker);
 
     app.commands.addCommand(CommandIDs.open, {
       label: 'Open Kimi Chat',
