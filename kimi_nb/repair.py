@@ -199,7 +199,7 @@ class _Repair:
                 return "error", f"model request failed: {attempt.message}", failure
             if not attempt.proposals:
                 self.attempts.append(attempt)
-                return "failed", f"the model proposed no change for {failure.line()}", failure
+                return "failed", f"the model proposed no change; {failure.line()}", failure
             for proposal in attempt.proposals:
                 self.notebook.apply(proposal)
             start = min(failure.cell_index, _first_difference(before, self.notebook.snapshot().cells))

@@ -12,12 +12,14 @@ import os
 import sys
 import time
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from kimi_nb.errors import ConfigError, KimiError
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from kimi_nb.config import KimiNB
 
     from kimi_nb.engine import Engine
     from kimi_nb.repair import RepairOptions
@@ -60,11 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "tokens and durations per notebook")
     out.add_argument("-q", "--quiet", action="store_true", help="no progress output, only the summary")
     run_group = parser.add_argument_group("execution")
-    run_group.add_argument("--max-attempts", type=_positive(int), default=3, metavar="N",
+    run_group.add_argument("--max-attempts", type=_positive(int), metavar="N",
                            help="model rounds per notebook (default 3)")
     run_group.add_argument("--restart", action="store_true", help="after each fix, re-run from the top in a "
                            "fresh kernel (default: re-run from the edited cell in the same kernel)")
-    run_group.add_argument("--timeout", type=_positive(float), default=60.0, metavar="SECONDS",
+    run_group.add_argument("--timeout", type=_positive(float), metavar="SECONDS",
                            help="time limit per cell (default 60)")
     run_group.add_argument("--kernel", metavar="NAME", help="kernel to use instead of each notebook's kernelspec")
     run_group.add_argument("-j", "--jobs", type=_positive(int), default=1, metavar="N",
@@ -96,8 +98,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"no such file or folder: {missing[0]}")
     if not sources:
         raise ConfigError(f"no notebooks (*.ipynb) found in {' '.join(args.paths)}")
-    options = RepairOptions(max_attempts=args.max_attempts, restart=args.restart, timeout=args.timeout,
-                            kernel_name=args.kernel, check_only=args.check)
+    settings = _settings(args)
+    given = dict(max_attempts=args.max_attempts, timeout=args.timeout)
+    options = RepairOptions(
+        restart=args.restart, kernel_name=args.kernel, check_only=args.check, max_steps=settings.max_steps,
+        max_tokens=settings.max_tokens, thinking=settings.thinking, context_budget=settings.context_budget,
+        redact_secrets=settings.redact_secrets, **{name: value for name, value in given.items() if value is not None},
+    )
     plan = OutputPlan(in_place=args.in_place, directory=args.output_dir, backup=not args.no_backup)
     console = Console(highlight=False)
     if not console.is_terminal:
@@ -106,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     interrupted = False
     try:
-        anyio.run(batch.run, args, args.jobs)
+        anyio.run(batch.run, args, settings)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -142,15 +149,15 @@ class _Batch:
         self.done: dict[str, Outcome] = {}
         self.running: set[str] = set()
 
-    async def run(self, args: argparse.Namespace, jobs: int) -> None:
+    async def run(self, args: argparse.Namespace, settings: "KimiNB") -> None:
         import anyio
 
         from kimi_nb.repair_progress import open_display
 
-        async with _open_engine(args) as engine:
+        async with _open_engine(args, settings) as engine:
             self.engine_line = engine.describe() if engine is not None else None
             self.display = open_display(self.console, [s.path for s in self.sources], quiet=args.quiet)
-            limiter = anyio.CapacityLimiter(jobs)
+            limiter = anyio.CapacityLimiter(args.jobs)
             async with anyio.create_task_group() as group:
                 for source in self.sources:
                     group.start_soon(self._one, source, engine, limiter)
@@ -195,55 +202,64 @@ class _Batch:
         return outcomes
 
 
-@asynccontextmanager
-async def _open_engine(args: argparse.Namespace) -> AsyncIterator["Engine | None"]:
-    """The engine for the run (None with --check), closed afterwards; --launch-vllm starts and stops vLLM."""
-    if args.check:
-        yield None
-        return
+def _settings(args: argparse.Namespace) -> "KimiNB":
+    """kimi-nb settings with the engine options of the command line applied (raises ConfigError)."""
     from kimi_nb.config import load_settings
-    from kimi_nb.engine import open_engine
 
     if args.api_key_env and not os.environ.get(args.api_key_env):
         raise ConfigError(f"--api-key-env {args.api_key_env}: that environment variable is not set")
-    overrides = dict(base_url=args.base_url, model=args.model, api_key_env=args.api_key_env)
+    script = None
     if args.engine:
         kind, _, script = args.engine.partition(":")
         if kind != "scripted" or not script:
             raise ConfigError(f"--engine takes scripted:SCRIPT.json, got {args.engine!r}")
         if not os.path.isfile(script):
             raise ConfigError(f"--engine: no such script file {script}")
-        overrides["scripted_script"] = script
-    async with _maybe_vllm(args.launch_vllm) as launched:
-        if launched is not None:
-            overrides["base_url"] = launched
-            overrides["model"] = args.model or args.launch_vllm
-        settings = load_settings(**overrides)
-        if settings.offline and not settings.scripted_script:
-            raise ConfigError("no model endpoint configured: set KIMI_API_KEY (Moonshot's API) or pass --base-url "
-                              "/ --launch-vllm / --engine scripted:SCRIPT.json (or use --check)")
-        engine = open_engine(settings)
-        try:
-            yield engine
-        finally:
-            await engine.aclose()
+    return load_settings(base_url=args.base_url, model=args.model, api_key_env=args.api_key_env,
+                         scripted_script=script)
 
 
 @asynccontextmanager
-async def _maybe_vllm(model: str | None) -> AsyncIterator[str | None]:
-    """A vLLM server for ``model`` while the run lasts (its base URL), or nothing."""
-    if model is None:
+async def _open_engine(args: argparse.Namespace, settings: "KimiNB") -> AsyncIterator["Engine | None"]:
+    """The engine for the run (None with --check), closed afterwards; --launch-vllm starts and stops vLLM."""
+    if args.check:
         yield None
         return
+    from kimi_nb.engine import open_engine
+
+    if args.launch_vllm:
+        async with _launched_vllm(args.launch_vllm, quiet=args.quiet) as launcher:
+            engine = launcher.engine(settings)
+            try:
+                yield engine
+            finally:
+                await engine.aclose()
+        return
+    if settings.offline and not settings.scripted_script:
+        raise ConfigError("no model endpoint configured: set KIMI_API_KEY (Moonshot's API) or pass --base-url, "
+                          "--launch-vllm MODEL or --engine scripted:SCRIPT.json (or use --check)")
+    engine = open_engine(settings)
+    try:
+        yield engine
+    finally:
+        await engine.aclose()
+
+
+@asynccontextmanager
+async def _launched_vllm(model: str, *, quiet: bool) -> AsyncIterator[Any]:
+    """A vLLM server for ``model`` while the run lasts; its whole process group is stopped afterwards."""
+    import anyio
+
     from kimi_nb.launcher import VLLMLauncher
 
-    launcher = VLLMLauncher(model)
-    await launcher.start()
+    say = None if quiet else (lambda line: print(f"kimi-nb: {line}", file=sys.stderr, flush=True))
+    launcher = VLLMLauncher(model).start()
     try:
-        await launcher.wait_healthy()
-        yield launcher.base_url
+        await launcher.wait_healthy_async(progress=say)
+        yield launcher
     finally:
-        await launcher.stop()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(launcher.stop)
 
 
 def _print_diffs(console: "Console", outcomes: list["Outcome"]) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import anyio
+import anyio.lowlevel
 
 from kimi_nb.errors import NotebookError
 from kimi_nb.notebook import FileNotebook, clean_traceback
@@ -39,8 +40,8 @@ class KernelRunner:
 
     The kernel persists between runs (a repair re-executes from the edited cell); after a timeout or a
     crash, or with ``restart=True``, the next run starts a fresh kernel and executes from the top.
-    ``outputs`` holds the last outputs and execution count of each cell run, by cell id; ``seconds`` the time
-    spent starting kernels and executing.
+    ``on_cell(k, n)`` is called before cell k (1-based) of n runs. ``outputs`` holds the last outputs and
+    execution count of each cell run, by cell id; ``seconds`` the time spent starting kernels and executing.
     """
 
     def __init__(self, *, kernel_name: str, cwd: str, timeout: float | None,
@@ -105,40 +106,40 @@ class KernelRunner:
         client = self._client
         cells = notebook.snapshot().cells
         nodes = notebook.nb.cells
-        code = [index for index, cell in enumerate(cells) if cell.type == "code" and cell.source.strip()]
-        for number, index in enumerate(code, start=1):
-            if index < start:
+        for index, cell in enumerate(cells):
+            if index < start or cell.type != "code" or not cell.source.strip():
                 continue
-            cell = cells[index]
             if self.on_cell is not None:
-                self.on_cell(number, len(code))
+                self.on_cell(index + 1, len(cells))
             node = nbformat.v4.new_code_cell(cell.source,
                                               metadata=copy.deepcopy(dict(nodes[index].get("metadata", {}))))
             client.nb.cells = [node]
-            cell_id = cell.id
             try:
                 await client.async_execute_cell(node, 0)
             except CellExecutionError as exc:
                 error = next((o for o in node.outputs if o.get("output_type") == "error"), {})
-                return CellFailure(cell_id, index, exc.ename, exc.evalue, clean_traceback(error.get("traceback", ())))
+                return CellFailure(cell.id, index, exc.ename, exc.evalue, clean_traceback(error.get("traceback", ())))
             except CellTimeoutError:
                 self._dirty = True
-                return CellFailure(cell_id, index, "TimeoutError",
+                return CellFailure(cell.id, index, "TimeoutError",
                                    f"cell {index + 1} timed out after {self.timeout:g} s")
             except DeadKernelError:
+                await anyio.lowlevel.checkpoint()  # nbclient reports our own cancellation (Ctrl+C) as a dead kernel
                 self._dirty = True
-                return CellFailure(cell_id, index, "DeadKernelError",
+                return CellFailure(cell.id, index, "DeadKernelError",
                                    f"the kernel died while running cell {index + 1}")
             finally:
-                self.outputs[cell_id] = (list(node.outputs), node.get("execution_count"))
+                self.outputs[cell.id] = (list(node.outputs), node.get("execution_count"))
         return None
 
     async def close(self) -> None:
         """Shut the kernel down (also when cancelled)."""
         client, self._client = self._client, None
         if client is not None:
+            started = time.monotonic()
             with anyio.CancelScope(shield=True):
                 await self._shutdown(client)
+            self.seconds += time.monotonic() - started
 
     @staticmethod
     async def _shutdown(client: Any) -> None:
