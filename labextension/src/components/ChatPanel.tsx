@@ -4,14 +4,16 @@
 import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import {
   ReactWidget,
-  refreshIcon,
-  deleteIcon
+  deleteIcon,
+  listIcon,
+  refreshIcon
 } from '@jupyterlab/ui-components';
 import React, { useEffect, useLayoutEffect, useRef, useState } from 'react';
 
 import { kimiIcon } from '../icons';
 import { ChatModel } from '../model';
 import { Composer } from './Composer';
+import { Memories } from './Memories';
 import { Message } from './Message';
 
 export interface IChatPanelProps {
@@ -32,7 +34,10 @@ function useModel(model: ChatModel): number {
   return version;
 }
 
-function StatusBar(props: { model: ChatModel }): JSX.Element {
+function StatusBar(props: {
+  model: ChatModel;
+  onMemories: () => void;
+}): JSX.Element {
   const { model } = props;
   const status = model.status;
   const state = model.problem ? 'problem' : status ? 'ok' : 'unknown';
@@ -62,6 +67,15 @@ function StatusBar(props: { model: ChatModel }): JSX.Element {
       </button>
       <button
         type="button"
+        className="kimi-icon-button kimi-show-memories"
+        aria-label="What Kimi remembers"
+        title="What Kimi remembers"
+        onClick={props.onMemories}
+      >
+        <listIcon.react tag="span" />
+      </button>
+      <button
+        type="button"
         className="kimi-icon-button kimi-clear"
         aria-label="Clear this notebook's conversation"
         title="Clear this notebook's conversation"
@@ -79,6 +93,7 @@ function ChatView(props: IChatPanelProps): JSX.Element {
   const version = useModel(model);
   const list = useRef<HTMLDivElement>(null);
   const pinned = useRef(true);
+  const [memories, setMemories] = useState(false);
 
   useLayoutEffect(() => {
     if (pinned.current && list.current) {
@@ -88,7 +103,8 @@ function ChatView(props: IChatPanelProps): JSX.Element {
 
   return (
     <div className="kimi-panel-body">
-      <StatusBar model={model} />
+      <StatusBar model={model} onMemories={() => setMemories(!memories)} />
+      {memories && <Memories onClose={() => setMemories(false)} />}
       {model.problem && (
         <div className="kimi-problem" data-testid="kimi-problem" role="alert">
           {model.problem}

@@ -138,7 +138,7 @@ export function Composer(props: IComposerProps): JSX.Element {
           className="kimi-chat-input"
           data-testid="kimi-chat-input"
           aria-label="Message Kimi"
-          placeholder="Ask Kimi about this notebook (Enter to send, Shift+Enter for a new line; paste or drop images)"
+          placeholder="Ask Kimi… (Enter sends, Shift+Enter: new line; paste or drop images)"
           rows={3}
           value={text}
           onChange={event => setText(event.target.value)}
