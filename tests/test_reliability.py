@@ -45,13 +45,12 @@ class Fault:
     turns: list[dict[str, Any]]
     message: str | None = None  # None: the answer recovers; else a substring of the one-line message
     tool_error: str | None = None  # a tool failure the model must have been told about
-    repeat: bool = False
 
 
 FAULTS: dict[str, Fault] = {
     "429 with Retry-After": Fault([{"fault": {"http": 429, "retry_after": 0.2}}, FINAL]),
     "500 once": Fault([{"fault": {"http": 500, "message": "worker restarted"}}, FINAL]),
-    "500 every time": Fault([{"fault": {"http": 500, "message": "engine is down"}}], message="500", repeat=True),
+    "500 every time": Fault([{"fault": {"http": 500, "message": "engine is down"}}], message="500"),
     "dropped stream": Fault([{"content": "An answer cut in the middle", "fault": {"drop_after": 12}}],
                             message="dropped"),
     "slow stream": Fault([{"content": ANSWER, "chunk": 2, "fault": {"delay": 0.02}}]),
@@ -76,10 +75,63 @@ class Outcome:
     shown: str
 
 
+class Matrix:
+    """A ScriptedServer responder playing every fault for every front door on one server: the prompt carries a
+    ``[door:fault]`` marker, and the n-th request of that conversation gets the fault's n-th turn (a retry is a
+    new request, so it gets the next turn; the last turn repeats for faults that never recover)."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+
+    @staticmethod
+    def prompt(door: str, fault: str) -> str:
+        return f"[{door}:{fault}] What is total?"
+
+    def __call__(self, body: dict[str, Any]) -> dict[str, Any]:
+        text = json.dumps(body["messages"])
+        marker = next((m for m in self._markers() if m in text), None)
+        if marker is None:
+            return {"content": "no fault for this request"}
+        turns = FAULTS[marker.split(":", 1)[1][:-1]].turns
+        step = self.calls.get(marker, 0)
+        self.calls[marker] = step + 1
+        return turns[min(step, len(turns) - 1)]
+
+    @staticmethod
+    def _markers() -> list[str]:
+        return [f"[{door}:{fault}]" for door in DOORS for fault in FAULTS]
+
+    @staticmethod
+    def requests_for(server: ScriptedServer, door: str, fault: str) -> list[dict[str, Any]]:
+        return [r for r in server.requests if f"[{door}:{fault}]" in json.dumps(r["messages"])]
+
+
+@pytest.fixture(scope="module")
+def scripted() -> Any:
+    with ScriptedServer(responder=Matrix()) as server:
+        yield server
+
+
+def check(outcome: Outcome, fault: Fault, requests: list[dict[str, Any]]) -> None:
+    """The user got the recovered answer or one clear line, never a traceback; tool failures reached the model."""
+    assert "Traceback" not in outcome.shown
+    if fault.message is None:
+        assert outcome.message is None, outcome.message
+        assert outcome.answer is not None and ANSWER in outcome.answer, outcome
+        assert "(no content)" not in outcome.answer and "<|" not in outcome.answer
+    else:
+        assert outcome.answer is None, outcome
+        assert outcome.message is not None and fault.message in outcome.message, outcome
+        assert "\n" not in outcome.message.strip() and "Traceback" not in outcome.message
+    if fault.tool_error is not None:  # the model was told what went wrong, as a tool result
+        tool_results = [m["content"] for m in requests[-1]["messages"] if m["role"] == "tool"]
+        assert any(fault.tool_error in content for content in tool_results), tool_results
+
+
 # ------------------------------------------------------------------------------------------------ front doors
 
 
-def agent_front_door(server: ScriptedServer) -> Outcome:
+def agent_front_door(server: ScriptedServer, prompt: str) -> Outcome:
     """The core as every front door drives it: run_agent over a real RemoteEngine."""
 
     async def drive() -> Outcome:
@@ -87,7 +139,7 @@ def agent_front_door(server: ScriptedServer) -> Outcome:
         toolbox = Toolbox(SnapshotNotebook.from_json(NOTEBOOK, "faults.ipynb"))
         shown: list[str] = []
         try:
-            async for event in run_agent(engine, [{"role": "user", "content": "What is total?"}], toolbox):
+            async for event in run_agent(engine, [{"role": "user", "content": prompt}], toolbox):
                 if isinstance(event, ToolResultEvent):
                     shown.append(event.result.content)
                 if isinstance(event, AgentDone):
@@ -101,29 +153,16 @@ def agent_front_door(server: ScriptedServer) -> Outcome:
     return anyio.run(drive)
 
 
-FRONT_DOORS: dict[str, Callable[[ScriptedServer], Outcome]] = {
+DOORS: dict[str, Callable[[ScriptedServer, str], Outcome]] = {
     "agent": agent_front_door,
 }
 
 
-@pytest.mark.parametrize("door", sorted(FRONT_DOORS))
+@pytest.mark.parametrize("door", sorted(DOORS))
 @pytest.mark.parametrize("name", list(FAULTS))
-def test_fault_ends_in_an_answer_or_one_clear_line(door: str, name: str) -> None:
-    fault = FAULTS[name]
-    with ScriptedServer({"turns": fault.turns, "repeat": fault.repeat}) as server:
-        outcome = FRONT_DOORS[door](server)
-    assert "Traceback" not in outcome.shown
-    if fault.message is None:
-        assert outcome.message is None, outcome.message
-        assert outcome.answer is not None and ANSWER in outcome.answer
-        assert "(no content)" not in outcome.answer and "<|" not in outcome.answer
-    else:
-        assert outcome.answer is None
-        assert outcome.message is not None and fault.message in outcome.message
-        assert "\n" not in outcome.message.strip() and "Traceback" not in outcome.message
-    if fault.tool_error is not None:  # the model was told what went wrong, as a tool result
-        tool_results = [m["content"] for m in server.requests[-1]["messages"] if m["role"] == "tool"]
-        assert any(fault.tool_error in content for content in tool_results), tool_results
+def test_fault_ends_in_an_answer_or_one_clear_line(scripted: ScriptedServer, door: str, name: str) -> None:
+    outcome = DOORS[door](scripted, Matrix.prompt(door, name))
+    check(outcome, FAULTS[name], Matrix.requests_for(scripted, door, name))
 
 
 # --------------------------------------------------------------------------------------- fuzzed notebook tools
