@@ -1,16 +1,29 @@
 # The two commands of README.md: `make lab` (the main job) and `make test` (the whole suite).
-# Both do all the set-up on a fresh machine (Python packages, the labextension build, chromium for the UI tests).
+# Both do all the set-up on a fresh machine: Python packages, the labextension build (node + the npm
+# registry), and Debian's chromium for the browser tests.
 PY ?= python3
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 PORT ?= 8888
 
-.PHONY: install chromium lab test bench
+.PHONY: install labextension check-install chromium lab test bench
 
 install:
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"
+	$(MAKE) labextension
 	$(PY) -m jupyter labextension develop --overwrite .
-	$(PY) -m jupyter server extension enable --sys-prefix kimi_nb
+	$(PY) -m jupyter server extension enable --sys-prefix kimi_nb >/dev/null
+	$(MAKE) check-install
+
+# pip skips the npm build when a build already exists; rebuild so a stale bundle is never tested.
+labextension:
+	cd labextension && jlpm install --immutable >/dev/null && jlpm build >/dev/null
+
+check-install:
+	@$(PY) -m jupyter server extension list 2>&1 | grep -ie "kimi_nb.*OK" >/dev/null \
+	  || { echo "kimi_nb server extension is not enabled"; exit 1; }
+	@$(PY) -m jupyter labextension list 2>&1 | grep -ie "kimi-nb.*enabled.*OK" >/dev/null \
+	  || { echo "kimi-nb labextension is not installed"; exit 1; }
+	@echo "kimi-nb: server extension and labextension installed"
 
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
