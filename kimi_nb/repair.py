@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from kimi_nb.engine import Engine, Usage
 from kimi_nb.errors import EngineError, NotebookError
@@ -19,7 +20,7 @@ from kimi_nb.notebook import FileNotebook, NotebookSnapshot
 from kimi_nb.repair_kernel import CellFailure, KernelRunner
 from kimi_nb.tools import Proposal
 
-__all__ = ["RepairOptions", "Attempt", "RepairResult", "CellFailure", "repair_notebook", "STATUSES"]
+__all__ = ["STATUSES", "Attempt", "CellFailure", "RepairOptions", "RepairResult", "repair_notebook"]
 
 #: Result statuses: ran cleanly as is / runs after the model's edits / still fails / could not be processed.
 STATUSES = ("ok", "repaired", "failed", "error")

@@ -11,16 +11,18 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from kimi_nb.errors import ConfigError, KimiError
 
 if TYPE_CHECKING:
+    from anyio import CapacityLimiter
     from rich.console import Console
 
     from kimi_nb.config import KimiNB
-
     from kimi_nb.engine import Engine
     from kimi_nb.repair import RepairOptions
     from kimi_nb.repair_output import OutputPlan, Source
@@ -99,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     if not sources:
         raise ConfigError(f"no notebooks (*.ipynb) found in {' '.join(args.paths)}")
     settings = _settings(args)
-    given = dict(max_attempts=args.max_attempts, timeout=args.timeout)
+    given = {"max_attempts": args.max_attempts, "timeout": args.timeout}
     options = RepairOptions(
         restart=args.restart, kernel_name=args.kernel, check_only=args.check, max_steps=settings.max_steps,
         max_tokens=settings.max_tokens, thinking=settings.thinking, context_budget=settings.context_budget,
@@ -137,8 +139,8 @@ def run(args: argparse.Namespace) -> int:
 class _Batch:
     """The notebooks of one run, repaired ``jobs`` at a time; collects each one's outcome as it finishes."""
 
-    def __init__(self, sources: list["Source"], options: "RepairOptions", plan: "OutputPlan", *, write: bool,
-                 console: "Console") -> None:
+    def __init__(self, sources: list[Source], options: RepairOptions, plan: OutputPlan, *, write: bool,
+                 console: Console) -> None:
         self.sources = sources
         self.options = options
         self.plan = plan
@@ -149,7 +151,7 @@ class _Batch:
         self.done: dict[str, Outcome] = {}
         self.running: set[str] = set()
 
-    async def run(self, args: argparse.Namespace, settings: "KimiNB") -> None:
+    async def run(self, args: argparse.Namespace, settings: KimiNB) -> None:
         import anyio
 
         from kimi_nb.repair_progress import open_display
@@ -162,32 +164,30 @@ class _Batch:
                 for source in self.sources:
                     group.start_soon(self._one, source, engine, limiter)
 
-    async def _one(self, source: "Source", engine: "Engine | None", limiter: object) -> None:
+    async def _one(self, source: Source, engine: Engine | None, limiter: CapacityLimiter) -> None:
         from kimi_nb.repair import RepairResult, repair_notebook
         from kimi_nb.repair_report import Outcome
 
         assert self.display is not None
         display = self.display
-        async with limiter:  # type: ignore[attr-defined]
+        async with limiter:
             self.running.add(source.path)
             try:
                 result = await repair_notebook(source.path, engine, self.options,
                                                on_status=lambda text: display.update(source.path, text))
-            except Exception as exc:  # a bug must cost one notebook, not the run
+            except Exception as exc:  # noqa: BLE001 - a bug must cost one notebook, not the run
                 result = RepairResult(source.path, "error", f"unexpected {type(exc).__name__}: {exc}")
             written = None
             if self.write and result.status == "repaired" and result.notebook is not None:
                 try:
                     written = self.plan.write(source, result.notebook)
                 except KimiError as exc:
-                    from dataclasses import replace
-
                     result = replace(result, status="error", reason=f"repaired but not written: {exc}")
             self.running.discard(source.path)
             self.done[source.path] = Outcome(result, written)
             display.finish(result, written)
 
-    def outcomes(self, interrupted: bool) -> list["Outcome"]:
+    def outcomes(self, interrupted: bool) -> list[Outcome]:
         """Every notebook's outcome in command-line order; after Ctrl+C the unfinished ones say so."""
         from kimi_nb.repair import RepairResult
         from kimi_nb.repair_report import Outcome
@@ -202,7 +202,7 @@ class _Batch:
         return outcomes
 
 
-def _settings(args: argparse.Namespace) -> "KimiNB":
+def _settings(args: argparse.Namespace) -> KimiNB:
     """kimi-nb settings with the engine options of the command line applied (raises ConfigError)."""
     from kimi_nb.config import load_settings
 
@@ -220,7 +220,7 @@ def _settings(args: argparse.Namespace) -> "KimiNB":
 
 
 @asynccontextmanager
-async def _open_engine(args: argparse.Namespace, settings: "KimiNB") -> AsyncIterator["Engine | None"]:
+async def _open_engine(args: argparse.Namespace, settings: KimiNB) -> AsyncIterator[Engine | None]:
     """The engine for the run (None with --check), closed afterwards; --launch-vllm starts and stops vLLM."""
     if args.check:
         yield None
@@ -262,7 +262,7 @@ async def _launched_vllm(model: str, *, quiet: bool) -> AsyncIterator[Any]:
             await anyio.to_thread.run_sync(launcher.stop)
 
 
-def _print_diffs(console: "Console", outcomes: list["Outcome"]) -> None:
+def _print_diffs(console: Console, outcomes: list[Outcome]) -> None:
     """The changed cells of every notebook the model edited, coloured on a terminal."""
     from rich.text import Text
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import copy
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import anyio
 import anyio.lowlevel

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from kimi_nb.notebook import FileNotebook, NotebookSnapshot
 
-__all__ = ["Source", "OutputPlan", "find_notebooks", "cell_diff"]
+__all__ = ["OutputPlan", "Source", "cell_diff", "find_notebooks"]
 
 REPAIRED_SUFFIX = ".repaired.ipynb"
 
@@ -56,7 +56,7 @@ class OutputPlan:
             return source.path
         if self.directory is not None:
             return os.path.join(self.directory, source.relative)
-        stem = source.path[: -len(".ipynb")] if source.path.endswith(".ipynb") else source.path
+        stem = source.path.removesuffix(".ipynb")
         return stem + REPAIRED_SUFFIX
 
     def write(self, source: Source, notebook: FileNotebook) -> str:

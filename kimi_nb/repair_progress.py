@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
     from kimi_nb.repair import RepairResult
 
-__all__ = ["Display", "LineDisplay", "LiveDisplay", "open_display", "STATUS_STYLES"]
+__all__ = ["STATUS_STYLES", "Display", "LineDisplay", "LiveDisplay", "open_display"]
 
 STATUS_STYLES = {"ok": "green", "repaired": "cyan", "failed": "red", "error": "magenta"}
 
@@ -20,12 +20,12 @@ class Display(Protocol):
 
     def update(self, path: str, text: str) -> None: ...
 
-    def finish(self, result: "RepairResult", written: str | None) -> None: ...
+    def finish(self, result: RepairResult, written: str | None) -> None: ...
 
     def close(self) -> None: ...
 
 
-def _outcome(result: "RepairResult", written: str | None) -> str:
+def _outcome(result: RepairResult, written: str | None) -> str:
     parts = [result.status]
     if result.reason:
         parts.append(result.reason)
@@ -46,7 +46,7 @@ class LineDisplay:
         if not self.quiet:
             print(f"{path}: {text}", file=self.stream, flush=True)
 
-    def finish(self, result: "RepairResult", written: str | None) -> None:
+    def finish(self, result: RepairResult, written: str | None) -> None:
         if not self.quiet:
             print(f"{result.path}: {_outcome(result, written)}", file=self.stream, flush=True)
 
@@ -57,11 +57,11 @@ class LineDisplay:
 class LiveDisplay:
     """A live table: one row per notebook with its current step (running cell k/n, asking model, attempt i)."""
 
-    def __init__(self, console: "Console", paths: list[str]) -> None:
+    def __init__(self, console: Console, paths: list[str]) -> None:
         from rich.live import Live
 
         self.rows: dict[str, str] = {path: "[dim]waiting[/dim]" for path in paths}
-        self.live = Live(self._table(), console=console, refresh_per_second=8, transient=False)
+        self.live = Live(self._table(), console=console, refresh_per_second=8, transient=True)
         self.live.start()
 
     def _table(self) -> object:
@@ -80,7 +80,7 @@ class LiveDisplay:
         self.rows[path] = escape(text)
         self.live.update(self._table())
 
-    def finish(self, result: "RepairResult", written: str | None) -> None:
+    def finish(self, result: RepairResult, written: str | None) -> None:
         from rich.markup import escape
 
         style = STATUS_STYLES.get(result.status, "")
@@ -91,7 +91,7 @@ class LiveDisplay:
         self.live.stop()
 
 
-def open_display(console: "Console", paths: list[str], *, quiet: bool) -> Display:
+def open_display(console: Console, paths: list[str], *, quiet: bool) -> Display:
     """The live table on a terminal (unless quiet), plain lines otherwise."""
     if console.is_terminal and not quiet:
         return LiveDisplay(console, paths)

@@ -14,7 +14,7 @@ from kimi_nb.repair_progress import STATUS_STYLES
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["Outcome", "report_json", "write_report", "print_summary"]
+__all__ = ["Outcome", "print_summary", "report_json", "write_report"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def write_report(path: str, report: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
 
 
-def print_summary(console: "Console", outcomes: list[Outcome]) -> None:
+def print_summary(console: Console, outcomes: list[Outcome]) -> None:
     """A table of every notebook's status, attempts, tokens and time, then the totals line."""
     from rich.markup import escape
     from rich.table import Table
