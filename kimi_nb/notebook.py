@@ -43,6 +43,7 @@ __all__ = [
     "render_outputs",
     "snapshot_from_json",
     "strip_ansi",
+    "truncate",
     "write_text_atomic",
 ]
 
@@ -122,7 +123,7 @@ def strip_ansi(text: str) -> str:
     return text
 
 
-def _truncate(text: str, limit: int) -> str:
+def truncate(text: str, limit: int) -> str:
     """Keep the head and the tail of ``text`` within ``limit`` characters, saying how much was cut."""
     if len(text) <= limit:
         return text
@@ -231,7 +232,7 @@ def render_outputs(cell: Cell, *, limit: int = 4000, include_errors: bool = True
         if include_errors or output.get("output_type") != "error"
     ]
     text = "\n".join(part.rstrip("\n") for part in rendered if part.strip())
-    return _truncate(text, limit)
+    return truncate(text, limit)
 
 
 def has_error(cell: Cell) -> str | None:

@@ -2,7 +2,8 @@
 
 Tools only read the notebook snapshot the front door provides and produce ``Proposal``s; they never write
 files, run code or touch anything outside the notebook (there is no file tool). Memory tools go to the
-MemoryStore the front door passes, if any.
+MemoryStore the front door passes, if any. What tools return to the model is passed through ``redact``;
+proposals that would write a ``[REDACTED:...]`` placeholder into the notebook are refused.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from kimi_nb.notebook import (
     render_cell,
 )
 from kimi_nb.protocol import ToolCall
+from kimi_nb.redact import redact
 
 if TYPE_CHECKING:
     from kimi_nb.memory import MemoryStore
@@ -196,6 +198,14 @@ _MEMORY_TOOLS = frozenset(name for name in _SCHEMA_BY_NAME if name.startswith("m
 _JSON_TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "integer": (int,)}
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$")
 _INDEX_REF = re.compile(r"^#?(-?\d+)$")
+_PLACEHOLDER = "[REDACTED:"
+
+
+def _refuse_placeholders(after: str, before: str) -> None:
+    """Secrets are masked in what the model sees: never let a mask be written back over the real value."""
+    if after.count(_PLACEHOLDER) > before.count(_PLACEHOLDER):
+        raise ToolError("the new text contains a [REDACTED:...] placeholder, which would overwrite a hidden secret; "
+                        "use edit_cell on the lines around it and leave the secret's line unchanged")
 
 
 def make_diff(before: str, after: str, cell_id: str, *, kind: str = "edit") -> str:
@@ -220,9 +230,11 @@ class Toolbox:
     they come back as ``ToolResult(is_error=True)`` with one line telling the model what to do.
     """
 
-    def __init__(self, backend: NotebookBackend, *, memory: MemoryStore | None = None) -> None:
+    def __init__(self, backend: NotebookBackend, *, memory: MemoryStore | None = None,
+                 redact_secrets: bool = True) -> None:
         self.backend = backend
         self.memory = memory
+        self.redact_secrets = redact_secrets
         self.snapshot: NotebookSnapshot = backend.snapshot()
         self.proposals: list[Proposal] = []
         self._handlers: dict[str, Callable[..., Any]] = {
@@ -263,16 +275,19 @@ class Toolbox:
             if inspect.isawaitable(outcome):
                 outcome = await outcome
         except KimiError as exc:
-            return ToolResult(call.id, call.name, f"Error: {exc}", is_error=True)
+            return ToolResult(call.id, call.name, self._clean(f"Error: {exc}"), is_error=True)
         if isinstance(outcome, ToolResult):
-            return replace(outcome, call_id=call.id, name=call.name)
+            return replace(outcome, call_id=call.id, name=call.name, content=self._clean(outcome.content))
         if isinstance(outcome, Proposal):
             self.snapshot = apply_to_snapshot(self.snapshot, outcome)
             self.proposals.append(outcome)
             verb = {"insert": "insert of", "delete": "deletion of"}.get(outcome.kind, f"{outcome.kind} to")
-            return ToolResult(call.id, call.name, f"Proposed {verb} cell {outcome.cell_id}:\n{outcome.diff}",
-                              proposal=outcome)
-        return ToolResult(call.id, call.name, str(outcome))
+            content = f"Proposed {verb} cell {outcome.cell_id}:\n{outcome.diff}"
+            return ToolResult(call.id, call.name, self._clean(content), proposal=outcome)
+        return ToolResult(call.id, call.name, self._clean(str(outcome)))
+
+    def _clean(self, text: str) -> str:
+        return redact(text) if self.redact_secrets else text
 
     # ------------------------------------------------------------------------------------------- arguments
 
@@ -338,6 +353,8 @@ class Toolbox:
         if count == 0:
             hint = " (it matches if surrounding whitespace is ignored; copy it exactly)" \
                 if old_text.strip() and old_text.strip() in cell.source else ""
+            if _PLACEHOLDER in old_text:
+                hint = " (it contains a [REDACTED:...] placeholder: the real value is hidden; edit around it)"
             raise ToolError(f"old_text was not found in cell {cell.id}{hint}; read_cell it and copy the exact text")
         if count > 1:
             raise ToolError(f"old_text occurs {count} times in cell {cell.id}; include more surrounding "
@@ -353,6 +370,7 @@ class Toolbox:
         return self._change("replace", cell, source)
 
     def _change(self, kind: str, cell: Cell, after: str) -> Proposal:
+        _refuse_placeholders(after, cell.source)
         return Proposal(kind, cell.id, cell.source, after, make_diff(cell.source, after, cell.id, kind=kind), cell.type)
 
     def _insert_cell(self, source: str, cell_type: str = "code", after_cell_id: str | None = None) -> Proposal:
@@ -365,6 +383,7 @@ class Toolbox:
             after = None
         else:
             after = self._find(after_cell_id)[1].id
+        _refuse_placeholders(source, "")
         cell_id = new_cell_id()
         while self.snapshot.index_of(cell_id) is not None:
             cell_id = new_cell_id()
