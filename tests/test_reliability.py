@@ -6,18 +6,27 @@ tool JSON, an unknown tool, a missing cell) must end in a recovered answer or on
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import anyio
+import httpx
 import nbformat
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from IPython.core.interactiveshell import InteractiveShell
 
+from bench.bench_first_token import jupyter_server
 from kimi_nb.agent import AgentDone, ToolResultEvent, run_agent
 from kimi_nb.engine import RemoteEngine
 from kimi_nb.errors import KimiError, NotebookError
@@ -62,7 +71,7 @@ FAULTS: dict[str, Fault] = {
     "unknown tool name": Fault([{"tool_calls": [{"name": "run_shell", "arguments": {"command": "ls"}}]}, FINAL],
                                tool_error="unknown tool 'run_shell'"),
     "missing cell": Fault([{"tool_calls": [{"name": "read_cell", "arguments": {"cell_id": "c404"}}]}, FINAL],
-                          tool_error="no cell with id 'c404'"),
+                          tool_error="'c404'"),
 }
 
 
@@ -99,7 +108,7 @@ class Matrix:
 
     @staticmethod
     def _markers() -> list[str]:
-        return [f"[{door}:{fault}]" for door in DOORS for fault in FAULTS]
+        return [f"[{door}:{fault}]" for door in (*DOORS, "repair") for fault in FAULTS]
 
     @staticmethod
     def requests_for(server: ScriptedServer, door: str, fault: str) -> list[dict[str, Any]]:
@@ -153,16 +162,95 @@ def agent_front_door(server: ScriptedServer, prompt: str) -> Outcome:
     return anyio.run(drive)
 
 
+def magics_front_door(server: ScriptedServer, prompt: str) -> Outcome:
+    """``%%kimi`` in an IPython shell (terminal mode: the answer and any failure line are printed)."""
+    shell = InteractiveShell.instance()
+    if "KimiMagics" not in shell.magics_manager.registry:
+        shell.config.KimiNB.max_retries = 2
+        shell.run_cell("%load_ext kimi_nb")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        shell.run_cell(f"%kimi engine use {server.base_url}")
+        result = shell.run_cell(f"%%kimi\n{prompt}", store_history=True)
+    shown = out.getvalue()
+    assert result.error_in_exec is None, shown
+    failure = re.search(r"kimi-nb: (.*?)\]?$", shown, re.M)
+    return Outcome(None, failure.group(1), shown) if failure else Outcome(shown, None, shown)
+
+
+def sidebar_front_door(server: ScriptedServer, prompt: str) -> Outcome:
+    """``POST kimi-nb/api/chat`` on a real Jupyter Server (started once per module, see ``jupyter``)."""
+    url, token = JUPYTER[server.base_url]
+    response = httpx.post(f"{url}/kimi-nb/api/chat", headers={"Authorization": f"token {token}"}, timeout=120,
+                          json={"prompt": prompt, "notebook": NOTEBOOK, "path": "faults.ipynb"})
+    if response.status_code != 200:
+        assert response.status_code == 502, response.text
+        return Outcome(None, response.json()["message"], response.text)
+    events = [json.loads(line) for line in response.text.splitlines()]
+    last = events[-1]
+    if last["type"] == "error":
+        return Outcome(None, last["message"], response.text)
+    assert last["type"] == "done", last
+    return Outcome(last["content"], None, response.text)
+
+
+#: Jupyter servers started by the ``jupyter`` fixture: scripted base URL -> (server URL, token).
+JUPYTER: dict[str, tuple[str, str]] = {}
+
 DOORS: dict[str, Callable[[ScriptedServer, str], Outcome]] = {
     "agent": agent_front_door,
+    "magics": magics_front_door,
+    "sidebar": sidebar_front_door,
 }
+
+
+@pytest.fixture(scope="module")
+def jupyter(scripted: ScriptedServer, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    with jupyter_server(scripted.base_url, tmp_path_factory.mktemp("jupyter"),
+                        config="c.KimiNB.max_retries = 2") as running:
+        JUPYTER[scripted.base_url] = running
+        yield running
+        del JUPYTER[scripted.base_url]
 
 
 @pytest.mark.parametrize("door", sorted(DOORS))
 @pytest.mark.parametrize("name", list(FAULTS))
-def test_fault_ends_in_an_answer_or_one_clear_line(scripted: ScriptedServer, door: str, name: str) -> None:
+def test_fault_ends_in_an_answer_or_one_clear_line(scripted: ScriptedServer, jupyter: Any, door: str,
+                                                   name: str) -> None:
     outcome = DOORS[door](scripted, Matrix.prompt(door, name))
     check(outcome, FAULTS[name], Matrix.requests_for(scripted, door, name))
+
+
+@pytest.fixture(scope="module")
+def repair_report(scripted: ScriptedServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One ``kimi-nb repair --jobs 4`` run over a notebook per fault, each failing in a cell naming its fault."""
+    folder = tmp_path_factory.mktemp("repair")
+    for number, name in enumerate(FAULTS):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+            f"# {Matrix.prompt('repair', name)}\ntotal = undefined_name + 1", id="c1")],
+            metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+        nbformat.write(nb, folder / f"fault_{number}.ipynb")
+    report = folder / "report.json"
+    done = subprocess.run([sys.executable, "-m", "kimi_nb.cli", "repair", str(folder), "--diff", "--jobs", "4",
+                           "--max-attempts", "1", "--base-url", scripted.base_url, "--report", str(report)],
+                          capture_output=True, text=True, timeout=600,
+                          env={k: v for k, v in os.environ.items() if not k.startswith(("KIMI_", "MOONSHOT_"))})
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    results = {Path(item["path"]).stem: item for item in json.loads(report.read_text())["notebooks"]}
+    return {"shown": done.stdout + done.stderr, "results": results}
+
+
+@pytest.mark.parametrize("name", list(FAULTS))
+def test_repair_fault_ends_in_an_answer_or_one_clear_line(scripted: ScriptedServer, repair_report: dict[str, Any],
+                                                          name: str) -> None:
+    result = repair_report["results"][f"fault_{list(FAULTS).index(name)}"]
+    attempt = result["attempts"][0]
+    if attempt["outcome"] == "model error":
+        outcome = Outcome(None, attempt["message"], repair_report["shown"])
+    else:
+        outcome = Outcome(attempt["message"], None, repair_report["shown"])
+    assert "\n" not in result["reason"]
+    check(outcome, FAULTS[name], Matrix.requests_for(scripted, "repair", name))
 
 
 # --------------------------------------------------------------------------------------- fuzzed notebook tools
