@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, AsyncIterator
 
 from kimi_nb.errors import KimiError
@@ -34,6 +34,7 @@ class Ask:
     thinking: bool | None = None
     format: str = "markdown"
     error_cell: int | None = None  # ask about the error of this execution (%kimi fix / explain)
+    variables: tuple[str, ...] = ()  # short summaries of the variables that matter
 
 
 async def _answer(engine: Any, *args: Any, **options: Any) -> AsyncIterator[Any]:
@@ -145,12 +146,13 @@ class KimiSession:
         from kimi_nb.tools import Image
 
         notebook = self.notebook
-        counts = notebook.select(ask.cells) if ask.context else []
         failed = ask.error_cell
-        if failed is None and counts and counts[-1] == notebook.current - 1 and notebook.error(counts[-1]):
-            failed = counts[-1]  # the cell just before this one failed: that is what the user asks about
-        if failed is not None and failed not in counts:
-            counts = sorted({*counts, failed})
+        previous = notebook.current - 1
+        if failed is None and ask.context and notebook.error(previous) and previous in notebook.past_counts():
+            failed = previous  # the cell just before this one failed: that is what the user asks about
+        shown = notebook.select(ask.cells) if ask.cells else None
+        if shown is not None and failed is not None and failed not in shown:
+            shown.append(failed)
         error = notebook.error(failed) if failed is not None else None
         images: tuple[Any, ...] = ()
         if ask.image:
@@ -161,9 +163,11 @@ class KimiSession:
         prompt = "\n\n".join(p for p in (ask.prompt, _FORMAT_INSTRUCTIONS[ask.format]) if p)
         request = ContextRequest(
             prompt=prompt,
-            snapshot=notebook.snapshot(counts) if counts else None,
+            snapshot=notebook.snapshot() if ask.context or failed is not None else None,
+            cell_ids=[cell_id(n) for n in shown] if shown is not None else None,
             error=ErrorInfo(cell_id(failed), error.ename, error.evalue, error.traceback) if error else None,
             images=images,
+            variables=ask.variables,
         )
         settings = self.settings
         return build(request, memories=tuple(memory.list()), budget=settings.context_budget,
@@ -173,16 +177,24 @@ class KimiSession:
         """New cells become the next input (or go through the labextension); edits become diff widgets."""
         from kimi_nb.magics_display import show_proposal
 
+        code = last_code_block(done.final_message.content) if done is not None else None
+        edits = [p for p in proposals if p.kind != "insert"]
+        if code and ask.error_cell is not None and ask.format == "markdown" and not edits:
+            proposals = [*proposals, self._code_as_fix(ask.error_cell, code)]  # a fix written as a code block
         new_cells = [p.after for p in proposals if p.kind == "insert"]
-        if ask.format == "code" and done is not None:
-            code = last_code_block(done.final_message.content)
-            if code:
-                new_cells.append(code)
+        if code and ask.format == "code":
+            new_cells.append(code)
         if new_cells:
             self.place_cell("\n\n".join(new_cells))
         for proposal in proposals:
             if proposal.kind != "insert":
                 show_proposal(proposal, live=self.live, on_accept=self.accept)
+
+    def _code_as_fix(self, count: int, code: str) -> Any:
+        from kimi_nb.tools import Proposal, make_diff
+
+        before = self.notebook.source(count)
+        return Proposal("replace", cell_id(count), before, code, make_diff(before, code, cell_id(count), kind="replace"))
 
     def place_cell(self, source: str) -> None:
         """Put ``source`` into a new, unexecuted cell below the current one."""
@@ -208,17 +220,14 @@ class KimiSession:
         count, error = self.notebook.last_error()
         if count not in self.notebook.errors:
             self.notebook.errors[count] = error
-        source = self.notebook.source(count)
-        variables = "\n".join(self.notebook.variables_in(source))
+        variables = tuple(self.notebook.variables_in(self.notebook.source(count)))
         if explain:
             task = f"Explain why cell {cell_id(count)} failed with {error.ename} and how to fix it."
         else:
             task = (f"Cell {cell_id(count)} failed with {error.ename}. Propose the corrected cell as an edit of "
                     f"{cell_id(count)} (keep everything that works; change only what the error needs).")
-        parts = [task, ask.prompt, f"Variables the cell uses:\n{variables}" if variables else ""]
-        return Ask(prompt="\n\n".join(p for p in parts if p), cells=ask.cells, context=ask.context, image=ask.image,
-                   model=ask.model, max_tokens=ask.max_tokens, thinking=ask.thinking,
-                   format="explain" if explain else ask.format, error_cell=count)
+        return replace(ask, prompt="\n\n".join(p for p in (task, ask.prompt) if p),
+                       format="explain" if explain else ask.format, error_cell=count, variables=variables)
 
     def close(self) -> None:
         """Stop a vLLM server this session launched."""
