@@ -127,10 +127,12 @@ def _json_type(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Conversation:
-    """What one chat request runs: the messages for the model and the tools over the browser's notebook."""
+    """What one chat request runs: the messages for the model, the tools over the browser's notebook, and what
+    the context budget left out (told to the user as notices)."""
 
     messages: list[dict[str, Any]]
     toolbox: Toolbox
+    dropped: tuple[str, ...] = ()
 
 
 def prepare_conversation(request: ChatRequest, settings: KimiNB, memory: MemoryStore) -> Conversation:
@@ -150,7 +152,7 @@ def prepare_conversation(request: ChatRequest, settings: KimiNB, memory: MemoryS
     )
     built = build(context, memories=memory.list(), budget=settings.context_budget,
                   redact_secrets=settings.redact_secrets)
-    return Conversation(messages=built.messages, toolbox=Toolbox(SnapshotNotebook(snapshot), memory=memory))
+    return Conversation(built.messages, Toolbox(SnapshotNotebook(snapshot), memory=memory), tuple(built.dropped))
 
 
 _EMPTY_NOTEBOOK: dict[str, Any] = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": []}

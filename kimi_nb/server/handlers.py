@@ -85,16 +85,16 @@ class ChatHandler(KimiHandler):
         )
         with anyio.CancelScope() as self._scope:
             try:
-                await self._relay(events)
+                await self._relay(events, notices=[f"Context: {note}" for note in conversation.dropped])
             except StreamClosedError:
                 self._scope.cancel()
         if self._scope.cancel_called:
             self.log.info("kimi-nb chat cancelled: the browser closed the connection")
 
-    async def _relay(self, events: AsyncIterator[Any]) -> None:
-        """Write each agent event as one NDJSON line, then finish. A failure is a 502 before the first line, else
-        the last line."""
-        from kimi_nb.agent import error_json, event_to_json
+    async def _relay(self, events: AsyncIterator[Any], *, notices: list[str]) -> None:
+        """Write each agent event as one NDJSON line, then finish; ``notices`` go out first, with the first event.
+        A failure is a 502 before the first line, else the last line."""
+        from kimi_nb.agent import Notice, error_json, event_to_json
 
         started = False
         try:
@@ -105,7 +105,10 @@ class ChatHandler(KimiHandler):
                         self.set_header("Cache-Control", "no-cache")
                         self.set_header("X-Accel-Buffering", "no")
                         started = True
-                    await self._send(event_to_json(event))
+                        for text in notices:
+                            self._write_line(event_to_json(Notice(text)))
+                    self._write_line(event_to_json(event))
+                    await self.flush()
             return self.finish()
         except KimiError as exc:
             message = str(exc)
@@ -119,12 +122,11 @@ class ChatHandler(KimiHandler):
             message = "kimi-nb failed unexpectedly; the Jupyter server log has the details"
         if not started:
             return self.fail(502, message)
-        await self._send(error_json(message))
+        self._write_line(error_json(message))
         self.finish()
 
-    async def _send(self, event: dict[str, Any]) -> None:
+    def _write_line(self, event: dict[str, Any]) -> None:
         self.write(json.dumps(event, ensure_ascii=False) + "\n")
-        await self.flush()
 
     def on_connection_close(self) -> None:
         """The browser aborted (stop button, page closed): cancel the agent and its model request."""
