@@ -22,7 +22,7 @@ from kimi_nb.notebook import (
     Cell,
     NotebookSnapshot,
     cell_summary,
-    has_error,
+    error_headline,
     render_cell,
     render_error,
     truncate,
@@ -267,7 +267,7 @@ def _priorities(snapshot: NotebookSnapshot, focus: list[int]) -> list[int]:
 
     def key(index: int) -> tuple[int, int, int]:
         distance = min(abs(index - f) for f in focus)
-        tier = 0 if index in focus else 1 if has_error(cells[index]) else 2
+        tier = 0 if index in focus else 1 if error_headline(cells[index]) else 2
         return tier, distance, 0 if any(index < f for f in focus) else 1
 
     return sorted(range(len(cells)), key=key)

@@ -35,7 +35,7 @@ __all__ = [
     "apply_to_snapshot",
     "cell_summary",
     "clean_traceback",
-    "has_error",
+    "error_headline",
     "image_outputs",
     "new_cell_id",
     "render_cell",
@@ -235,7 +235,7 @@ def render_outputs(cell: Cell, *, limit: int = 4000, include_errors: bool = True
     return truncate(text, limit)
 
 
-def has_error(cell: Cell) -> str | None:
+def error_headline(cell: Cell) -> str | None:
     """``ename: evalue`` of the cell's first error output, or None."""
     for output in cell.outputs:
         if output.get("output_type") == "error":
@@ -256,7 +256,7 @@ def _first_line(source: str, width: int = 80) -> str:
 def cell_summary(cell: Cell, index: int) -> str:
     """One line: ``#index id=ID type [count]: first line (+N lines)  [error: ...]``."""
     count = f" [{cell.execution_count}]" if cell.execution_count is not None else ""
-    error = has_error(cell)
+    error = error_headline(cell)
     tail = f"  [error: {error}]" if error else ""
     return f"#{index} id={cell.id} {cell.type}{count}: {_first_line(cell.source)}{tail}"
 

@@ -276,6 +276,9 @@ class Toolbox:
                 outcome = await outcome
         except KimiError as exc:
             return ToolResult(call.id, call.name, self._clean(f"Error: {exc}"), is_error=True)
+        except Exception as exc:  # noqa: BLE001 - odd notebook data must not end the user's run; the model is told
+            message = f"Error: {call.name} failed unexpectedly ({type(exc).__name__}: {exc}); try another way"
+            return ToolResult(call.id, call.name, self._clean(" ".join(message.split())), is_error=True)
         if isinstance(outcome, ToolResult):
             return replace(outcome, call_id=call.id, name=call.name, content=self._clean(outcome.content))
         if isinstance(outcome, Proposal):

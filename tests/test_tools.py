@@ -205,6 +205,12 @@ def test_tool_problems_come_back_as_error_results(backend, call: ToolCall, messa
     assert "\n" not in result.content
 
 
+def test_unexpected_failures_become_error_results() -> None:
+    broken = {"cells": [{"id": "a", "source": "x", "outputs": [{"output_type": "error", "ename": "E", "traceback": 5}]}]}
+    result = run(Toolbox(SnapshotNotebook.from_json(broken)), "read_cell", cell_id="a")
+    assert result.is_error and "read_cell failed unexpectedly (TypeError" in result.content
+
+
 # ------------------------------------------------------------------------------------------ variables, memory
 
 
