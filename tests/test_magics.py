@@ -219,6 +219,14 @@ def test_in_process_unreachable_endpoint_is_one_line(shell, capsys):
     assert "kimi-nb:" in out.out and "127.0.0.1:9" in out.out and "Traceback" not in out.out + out.err
 
 
+def test_in_process_image_without_a_figure_is_one_line(shell, scripted, capsys):
+    server, _ = scripted
+    before = len(server.requests)
+    result = run(shell, "%%kimi --image\nwhat does the plot show?")
+    assert result.error_in_exec is None and len(server.requests) == before
+    assert "kimi-nb: --image: there is no figure to attach" in capsys.readouterr().out
+
+
 def test_in_process_memory_commands(shell, tmp_path, capsys):
     from kimi_nb.memory import MemoryStore
 
@@ -338,10 +346,11 @@ def kernel(server, tmp_path_factory):
     env.pop("KIMI_SCRIPTED", None)
     memory = tmp_path_factory.mktemp("memory")
     client = NotebookClient(nbformat.v4.new_notebook(), kernel_name="python3", timeout=120, allow_errors=True,
-                            store_widget_state=True, extra_arguments=[f"--KimiNB.memory_dir={memory}"])
+                            store_widget_state=True, extra_arguments=[
+                                f"--KimiNB.memory_dir={memory}",  # c.KimiNB.* reaches the magics' settings
+                                "--InteractiveShellApp.extensions=kimi_nb"])  # loaded as a configured extension
     with client.setup_kernel(env=env):
         kernel = Kernel(client)
-        kernel.run("%load_ext kimi_nb")
         yield kernel
         everything = json.dumps([c.get("outputs", []) for c in client.nb.cells]) + json.dumps(kernel.replies, default=str) \
             + json.dumps(client.widget_state)
@@ -421,11 +430,11 @@ def test_kernel_errors_are_one_line(kernel, server, turns):
     assert not [o for o in outputs if o["output_type"] == "error"]
 
 
-def test_kernel_config_and_status_mask_the_key(kernel, server):
+def test_kernel_config_and_status_mask_the_key(kernel, server, tmp_path_factory):
     outputs, _ = kernel.run("%kimi config")
     text = json.dumps(outputs)
     assert "sk-\\u2026(" in text or "sk-…(" in text
-    assert server.base_url in text
+    assert server.base_url in text and "memory" in text and str(tmp_path_factory.getbasetemp()) in text
     outputs, _ = kernel.run("%kimi engine status")
     assert "kimi-k2.5" in json.dumps(outputs)
 
