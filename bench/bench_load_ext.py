@@ -46,7 +46,7 @@ def _python_with_jupyter_ai() -> str | None:
     candidates = [os.environ.get("KIMI_BENCH_PYTHON", ""), sys.executable, FALLBACK_PYTHON]
     for python in filter(None, candidates):
         if os.path.exists(python) and subprocess.run([python, "-c", "import jupyter_ai_magics"],
-                                                     capture_output=True).returncode == 0:
+                                                     capture_output=True, check=False).returncode == 0:
             return python
     return None
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     python = _python_with_jupyter_ai()
     if python is None:
         print("jupyter_ai_magics is not installed: pip install jupyter-ai-magics (or into a separate venv: "
-              f"python -m venv /tmp/jaienv --system-site-packages && /tmp/jaienv/bin/pip install jupyter-ai-magics)")
+              "python -m venv /tmp/jaienv --system-site-packages && /tmp/jaienv/bin/pip install jupyter-ai-magics)")
         python = sys.executable
         names: tuple[str, ...] = ("kimi_nb",)
     else:

@@ -10,6 +10,7 @@ are kimi-nb magics themselves are left out: their prompts are not notebook conte
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 import sys
 import traceback
@@ -19,7 +20,7 @@ from typing import Any
 from kimi_nb.errors import KimiError, ToolError
 from kimi_nb.notebook import Cell, NotebookSnapshot
 
-__all__ = ["CellError", "KernelNotebook", "cell_id", "execution_count_of", "describe_value"]
+__all__ = ["CellError", "KernelNotebook", "cell_id", "describe_value", "execution_count_of"]
 
 _ID = re.compile(r"^\s*(?:In\s*\[\s*(\d+)\s*\]|(\d+))\s*$")
 _SLICE = re.compile(r"^\s*(-?\d*)\s*:\s*(-?\d*)\s*$")
@@ -38,7 +39,7 @@ class CellError:
     traceback: tuple[str, ...]
 
     @classmethod
-    def from_exception(cls, exc: BaseException) -> "CellError":
+    def from_exception(cls, exc: BaseException) -> CellError:
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/IPython/" not in f.filename]
         lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
         lines += traceback.format_exception_only(type(exc), exc)
@@ -212,7 +213,7 @@ class KernelNotebook:
         for depth, attribute in enumerate(attributes, start=2):
             try:
                 value = getattr(value, attribute)
-            except Exception:
+            except Exception:  # noqa: BLE001 (a user property may raise anything)
                 raise ToolError(f"{'.'.join(name.split('.')[:depth])} does not exist") from None
         return describe_value(name, value)
 
@@ -237,20 +238,18 @@ def describe_value(name: str, value: Any, *, limit: int = _REPR_LIMIT) -> str:
     for attribute in ("shape", "dtype"):
         try:
             found = getattr(value, attribute, None)
-        except Exception:
+        except Exception:  # noqa: BLE001 (user objects may raise anything)
             found = None
         if found is not None and not callable(found):
             parts.append(f"{attribute}={found}")
-    try:
+    with contextlib.suppress(Exception):  # no len(), or a user __len__ that fails
         parts.append(f"len={len(value)}")
-    except Exception:
-        pass
     return f"{name}: {', '.join(parts)} = {_truncated_repr(value, limit)}"
 
 
 def _truncated_repr(value: Any, limit: int = _REPR_LIMIT) -> str:
     try:
         text = repr(value)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (a user __repr__ may raise anything)
         text = f"<repr failed: {type(exc).__name__}>"
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} chars)"

@@ -19,7 +19,7 @@ from kimi_nb.errors import KimiError
 from kimi_nb.kernel_notebook import KernelNotebook
 from kimi_nb.magics_comm import LabBridge
 
-__all__ = ["KimiMagics", "register", "unregister", "interpolate", "SUBCOMMANDS"]
+__all__ = ["SUBCOMMANDS", "KimiMagics", "interpolate", "register", "unregister"]
 
 SUBCOMMANDS = ("fix", "explain", "engine", "memory", "config")
 _FIELD = re.compile(r"\{\{(\w+(?:\[-?\d+\])?)\}\}|\{([A-Za-z_]\w*)(?:\[(-?\d+)\])?\}")
@@ -199,7 +199,7 @@ class KimiMagics(Magics):
             self._say(f"kimi-nb: {exc}")
         except KeyboardInterrupt:
             self._say("kimi-nb: cancelled")
-        except Exception as exc:  # a kimi-nb bug: still one line in the user's notebook
+        except Exception as exc:  # noqa: BLE001 (a kimi-nb bug: still one line in the user's notebook)
             self._say(f"kimi-nb: internal error ({type(exc).__name__}: {exc}); please report it")
 
     def _say(self, message: str) -> None:

@@ -7,13 +7,14 @@ import html
 import json
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from kimi_nb.engine import Usage
 from kimi_nb.protocol import ReasoningDelta, TextDelta
 from kimi_nb.tools import Proposal
 
-__all__ = ["AnswerView", "StatusLine", "diff_text", "diff_html", "show_proposal", "show_line"]
+__all__ = ["AnswerView", "StatusLine", "diff_html", "diff_text", "show_line", "show_proposal"]
 
 _REFRESH_SECONDS = 0.15
 _ARGUMENTS_SHOWN = 80

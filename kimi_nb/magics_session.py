@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from typing import Any, AsyncIterator
+from typing import Any
 
 from kimi_nb.errors import KimiError
 from kimi_nb.kernel_notebook import KernelNotebook, cell_id, execution_count_of
 from kimi_nb.magics_comm import LabBridge
 
-__all__ = ["Ask", "KimiSession", "FORMATS", "last_code_block"]
+__all__ = ["FORMATS", "Ask", "KimiSession", "last_code_block"]
 
 FORMATS = ("markdown", "code", "explain")
 _FORMAT_INSTRUCTIONS = {
@@ -18,7 +19,7 @@ _FORMAT_INSTRUCTIONS = {
     "code": "Answer with exactly one fenced ```python code block holding the complete cell; no prose outside it.",
     "explain": "Explain in prose; do not propose changes to cells.",
 }
-_FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)```", re.S)
+_FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)```", re.DOTALL)
 
 
 @dataclass(frozen=True)
