@@ -299,7 +299,7 @@ class RemoteEngine:
             return EngineError(f"cannot reach {where}: {_connection_reason(exc)}", retryable=True)
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
-            detail = self._scrub(_server_message(exc))
+            detail = self._scrub(_server_message(exc))[:200]  # scrub first: a cut could split the key
             after = f" after {retries} retries" if retries else ""
             if status in (401, 403):
                 text = f"{where} refused the API key (HTTP {status}) — check KIMI_API_KEY"
@@ -330,7 +330,7 @@ def _server_message(exc: Any) -> str:
         error = body.get("error", body)
         message = error.get("message") if isinstance(error, dict) else error
         if message:
-            return " ".join(str(message).split())[:200]
+            return " ".join(str(message).split())
     return ""
 
 
