@@ -48,42 +48,37 @@ class ChatRequest:
             raise BadRequest(f"unknown field {unknown[0]!r}")
         if "prompt" not in body:
             raise BadRequest("'prompt' is required")
-        prompt = _typed(body, "prompt", str)
+        prompt = _field(body, "prompt", str, required=True)
         if not prompt.strip():
             raise BadRequest("'prompt' is empty")
-        notebook = _optional(body, "notebook", dict)
-        cell_ids = _optional(body, "cell_ids", list)
+        notebook = _field(body, "notebook", dict)
+        cell_ids = _field(body, "cell_ids", list)
         if cell_ids is not None and not all(isinstance(cell_id, str) for cell_id in cell_ids):
             raise BadRequest("'cell_ids' must be a list of strings or null")
-        history = _optional(body, "history", list) or []
+        history = _field(body, "history", list) or []
         if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in history):
             raise BadRequest("'history' must be a list of chat messages with a 'role', or null")
         return cls(
             prompt=prompt,
             notebook=notebook,
-            path=_optional(body, "path", str) or "",
-            active_cell_id=_optional(body, "active_cell_id", str),
+            path=_field(body, "path", str) or "",
+            active_cell_id=_field(body, "active_cell_id", str),
             cell_ids=tuple(cell_ids) if cell_ids is not None else None,
-            images=tuple(_image(item, n) for n, item in enumerate(_optional(body, "images", list) or [])),
-            error=_cell_error(body.get("error")),
+            images=tuple(_image(item, n) for n, item in enumerate(_field(body, "images", list) or [])),
+            error=_cell_error(_field(body, "error", dict)),
             history=tuple(history),
-            thinking=_optional(body, "thinking", bool),
+            thinking=_field(body, "thinking", bool),
         )
 
 
-def _typed(body: dict[str, Any], key: str, kind: type) -> Any:
-    value = body[key]
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise BadRequest(f"{key!r} must be {_KIND_NAMES[kind]}, got {_json_type(value)}")
-    return value
-
-
-def _optional(body: dict[str, Any], key: str, kind: type) -> Any:
-    if body.get(key) is None:
+def _field(body: dict[str, Any], key: str, kind: type, *, required: bool = False) -> Any:
+    """``body[key]`` checked to be of ``kind`` (or null / absent unless ``required``)."""
+    value = body.get(key)
+    if value is None and not required:
         return None
-    value = body[key]
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise BadRequest(f"{key!r} must be {_KIND_NAMES[kind]} or null, got {_json_type(value)}")
+    if not isinstance(value, kind):
+        expected = _JSON_NAMES[kind] + ("" if required else " or null")
+        raise BadRequest(f"{key!r} must be {expected}, got {_JSON_NAMES.get(type(value), 'null')}")
     return value
 
 
@@ -100,11 +95,9 @@ def _image(item: Any, number: int) -> Image:
     return Image(mime=item["mime"], data=item["data"])
 
 
-def _cell_error(value: Any) -> ErrorInfo | None:
+def _cell_error(value: dict[str, Any] | None) -> ErrorInfo | None:
     if value is None:
         return None
-    if not isinstance(value, dict):
-        raise BadRequest(f"'error' must be an object or null, got {_json_type(value)}")
     fields = {key: value.get(key) for key in ("cell_id", "ename", "evalue")}
     wrong = [key for key, field in fields.items() if not isinstance(field, str)]
     if wrong:
@@ -115,14 +108,8 @@ def _cell_error(value: Any) -> ErrorInfo | None:
     return ErrorInfo(traceback=tuple(traceback), **fields)
 
 
-_KIND_NAMES = {str: "a string", dict: "an object", list: "a list", bool: "true or false"}
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {bool: "a boolean", str: "a string", dict: "an object", list: "a list", int: "a number",
-            float: "a number"}.get(type(value), type(value).__name__)
+_JSON_NAMES: dict[type, str] = {str: "a string", dict: "an object", list: "a list", bool: "true or false",
+                                int: "a number", float: "a number"}
 
 
 @dataclass(frozen=True)
