@@ -176,7 +176,7 @@ class KimiSession:
 
     def _deliver(self, ask: Ask, done: Any, proposals: list[Any]) -> None:
         """New cells become the next input (or go through the labextension); edits become diff widgets."""
-        from kimi_nb.magics_display import show_proposal
+        from kimi_nb.magics_display import show_line, show_proposal
 
         code = last_code_block(done.final_message.content) if done is not None else None
         edits = [p for p in proposals if p.kind != "insert"]
@@ -185,6 +185,9 @@ class KimiSession:
         new_cells = [p.after for p in proposals if p.kind == "insert"]
         if code and ask.format == "code":
             new_cells.append(code)
+        elif ask.format == "code" and done is not None:
+            show_line("kimi-nb: the answer has no code block, so no cell was added; ask again or drop -f code",
+                      live=self.live)
         if new_cells:
             self.place_cell("\n\n".join(new_cells))
         for proposal in proposals:

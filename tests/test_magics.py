@@ -194,6 +194,15 @@ def test_in_process_code_answer_becomes_next_input(shell, scripted, capsys):
     assert "Sure:" in capsys.readouterr().out
 
 
+def test_in_process_code_format_without_code_says_so(shell, scripted, capsys):
+    _, queued = scripted
+    queued.append({"content": "I would rather explain."})
+    shell.rl_next_input = None
+    run(shell, "%%kimi -f code\nsay hi")
+    assert shell.rl_next_input is None
+    assert "the answer has no code block" in capsys.readouterr().out
+
+
 def test_in_process_line_question_and_engine_status(shell, scripted, capsys):
     server, queued = scripted
     queued.append({"content": "It holds 42."})
