@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kimi_nb.engine import Engine, Usage
-from kimi_nb.errors import EngineError, NotebookError
+from kimi_nb.errors import EngineError, NotebookError, ToolError
 from kimi_nb.notebook import FileNotebook, NotebookSnapshot
 from kimi_nb.repair_kernel import CellFailure, KernelRunner
 from kimi_nb.tools import Proposal
@@ -26,10 +26,10 @@ __all__ = ["STATUSES", "Attempt", "CellFailure", "RepairOptions", "RepairResult"
 STATUSES = ("ok", "repaired", "failed", "error")
 
 REPAIR_PROMPT = (
-    "This notebook fails when run from top to bottom in a fresh kernel. Cell {index} (id {cell_id}) raised "
-    "{ename}: {evalue}\n\nFind the cause and fix it with the smallest change, using the notebook tools "
-    "(read_cell, edit_cell, replace_cell, insert_cell). Keep the notebook's intent; do not delete the failing "
-    "code or silence the error. Your edits are applied and the notebook is executed again."
+    "This notebook fails when run from top to bottom in a fresh kernel: cell #{index} (id {cell_id}) raises the "
+    "error above. Find the cause (it may be in an earlier cell) and fix it with the smallest change, using the "
+    "notebook tools (read_cell, edit_cell, replace_cell, insert_cell). Keep the notebook's intent: do not delete "
+    "the failing code or silence the error. Your edits are applied and the notebook is run again."
 )
 
 
@@ -225,13 +225,12 @@ class _Repair:
 
         assert self.engine is not None
         options = self.options
-        snapshot = self.notebook.snapshot()
-        prompt = REPAIR_PROMPT.format(index=failure.cell_index + 1, cell_id=failure.cell_id, ename=failure.ename,
-                                      evalue=failure.evalue)
+        snapshot = _RunView(self.notebook, self.runner).snapshot()
+        prompt = REPAIR_PROMPT.format(index=failure.cell_index, cell_id=failure.cell_id)
         request = ContextRequest(prompt, snapshot=snapshot,
                                  error=ErrorInfo(failure.cell_id, failure.ename, failure.evalue, failure.traceback))
         messages = build(request, budget=options.context_budget, redact_secrets=options.redact_secrets).messages
-        toolbox = Toolbox(self.notebook)
+        toolbox = Toolbox(_RunView(self.notebook, self.runner))
         usage, message, started = Usage(), "", time.monotonic()
         try:
             async for event in run_agent(self.engine, messages, toolbox, max_steps=options.max_steps,
@@ -253,6 +252,26 @@ class _Repair:
             if cell.id in edited and cell.type == "code" and cell.id in self.runner.outputs:
                 node = self.notebook.cell(cell.id)
                 node["outputs"], node["execution_count"] = self.runner.outputs[cell.id]
+
+
+class _RunView:
+    """The notebook as the model sees it: the file's cells with the outputs of this run where a cell ran."""
+
+    caps: frozenset[str] = frozenset()
+
+    def __init__(self, notebook: FileNotebook, runner: KernelRunner) -> None:
+        self.notebook = notebook
+        self.runner = runner
+
+    def snapshot(self) -> NotebookSnapshot:
+        snapshot = self.notebook.snapshot()
+        ran = self.runner.outputs
+        cells = tuple(replace(cell, outputs=tuple(ran[cell.id][0]), execution_count=ran[cell.id][1])
+                      if cell.id in ran else cell for cell in snapshot.cells)
+        return replace(snapshot, cells=cells)
+
+    def inspect_variable(self, name: str) -> str:
+        raise ToolError("variables cannot be inspected during a repair")
 
 
 def _first_difference(before: tuple[Any, ...], after: tuple[Any, ...]) -> int:
