@@ -131,11 +131,11 @@ class StatusLine:
 
 
 def show_line(message: str, *, live: bool) -> None:
-    """One line of output (an error with what to do next, a status): markdown in a kernel, text elsewhere."""
+    """Plain lines of output (an error with what to do next, a status, a listing), kept as written."""
     if live:
         from IPython.display import display
 
-        display({"text/markdown": html.escape(message), "text/plain": message}, raw=True)
+        display({"text/plain": message}, raw=True)
     else:
         print(message)
 
