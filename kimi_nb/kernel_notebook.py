@@ -113,7 +113,10 @@ class KernelNotebook:
         if msg.get("msg_type", msg.get("header", {}).get("msg_type")) in ("display_data", "update_display_data"):
             png = msg.get("content", {}).get("data", {}).get("image/png")
             if isinstance(png, str):
-                self.images.append((self.ipython.execution_count, png))
+                count = self.ipython.execution_count
+                if getattr(self.ipython.display_pub, "_in_post_execute", False):
+                    count -= 1  # newer IPython counts the next cell while figures are flushed after this one
+                self.images.append((count, png))
                 del self.images[:-_IMAGES_KEPT]
         return msg
 
