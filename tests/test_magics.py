@@ -132,6 +132,17 @@ def test_inspect_variable_only_looks_up_names(shell):
     assert len(shell.user_ns["inspect_me"]) == 1000
 
 
+def test_last_figure_falls_back_to_the_open_pyplot_figure(shell):
+    notebook = shell.magics_manager.registry["KimiMagics"].notebook
+    run(shell, "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\nplt.plot([1, 3, 2])")
+    try:
+        png = notebook.last_figure()
+    finally:
+        run(shell, "plt.close('all')")
+    assert base64.b64decode(png).startswith(b"\x89PNG")
+    assert notebook.last_figure() is None  # no figure open, none displayed
+
+
 @pytest.mark.parametrize("answer, code", [
     ("Here:\n```python\nx = 1\n```\n", "x = 1"),
     ("```bash\nls\n```\nthen\n```python\ny = 2\nprint(y)\n```", "y = 2\nprint(y)"),
