@@ -142,6 +142,10 @@ class RemoteEngine:
         self._client_obj: Any = None
         self._client_loop: Callable[[], Any] = _no_loop
         self._closers: list[Any] = []  # resources to release in aclose() (an owned scripted server)
+        # Whether the endpoint sends reasoning in its own field (a reasoning parser is configured). Until that is
+        # known, content of a thinking turn may still be inside the reasoning, so the parser holds it back;
+        # once known, content streams at once. Moonshot's API always separates reasoning.
+        self._separates_reasoning = (urlsplit(self.base_url).hostname or "").endswith(MOONSHOT_HOSTS)
 
     # -- description ---------------------------------------------------------------------------------------------
     @property
@@ -207,7 +211,8 @@ class RemoteEngine:
 
         body = self.request_body(messages, tools=tools, max_tokens=max_tokens, thinking=thinking, model=model)
         response = await self._open(body)
-        turn = _TurnAssembler(tools, thinking=self.thinking if thinking is None else thinking)
+        thinking = self.thinking if thinking is None else thinking
+        turn = _TurnAssembler(tools, thinking=thinking and not self._separates_reasoning)
         try:
             async with response:
                 async for chunk in response:
@@ -215,6 +220,7 @@ class RemoteEngine:
                         yield event
         except openai.APIError as exc:
             raise self._error(exc, body["model"], streaming=True) from None
+        self._separates_reasoning = self._separates_reasoning or bool(turn.reasoning)
         for event in turn.finish(self.endpoint):
             yield event
 

@@ -59,6 +59,26 @@ async def test_text_and_reasoning_in_either_field(field: str) -> None:
     assert sum(isinstance(e, Finished) for e in events) == 1
 
 
+async def test_answers_stream_once_the_endpoint_is_known_to_separate_reasoning() -> None:
+    # An endpoint that leaks its template may put reasoning in content ("...</think>answer"), so a thinking turn's
+    # content is held back until that is decided. Once the endpoint has sent reasoning in its own field, later
+    # answers stream as they arrive.
+    answer = "A plain answer that arrives in many small chunks."
+    turns = [{"content": answer, "chunk": 4}, {"reasoning": "Hmm.", "content": "ok"},
+             {"content": answer, "chunk": 4}]
+    with ScriptedServer({"turns": turns}) as srv:
+        engine = engine_for(srv)
+        try:
+            first = [event async for event in engine.stream(USER)]
+            [event async for event in engine.stream(USER)]
+            third = [event async for event in engine.stream(USER)]
+        finally:
+            await engine.aclose()
+    assert [e.text for e in first if isinstance(e, TextDelta)] == [answer]  # held back, then whole
+    deltas = [e.text for e in third if isinstance(e, TextDelta)]
+    assert "".join(deltas) == answer and len(deltas) >= 8
+
+
 async def test_structured_tool_calls_are_assembled_and_validated() -> None:
     turn = {"reasoning": "I should run it.", "chunk": 5, "tool_calls": [
         {"name": "run_cell", "arguments": {"code": "print('héllo')"}},
