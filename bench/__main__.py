@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -24,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Headline", "BenchRun", "discover", "run_bench", "headlines", "render_table", "plot", "main"]
+__all__ = ["BenchRun", "Headline", "discover", "headlines", "main", "plot", "render_table", "run_bench"]
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_TIMEOUT = 900.0
@@ -33,8 +34,6 @@ _TARGET = re.compile(r"^\s*(<=|>=|<|>|==)\s*(-?[\d.]+(?:e-?\d+)?)\s*$")
 #: Headlines of modules that return no "headline" key: module -> (result key, label, unit, target).
 KNOWN: dict[str, tuple[str, str, str, str]] = {
     "bench_stream_parser": ("ratio_1MB_over_10KB", "stream parser cost/char, 1 MB vs 10 KB", "x", "<= 1.5"),
-    "bench_load_ext": ("ratio", "%load_ext jupyter_ai_magics / kimi_nb time", "x", ">= 10"),
-    "bench_server_startup": ("difference_s", "JupyterLab start-up added by kimi_nb", "s", "< 0.1"),
 }
 
 
@@ -80,25 +79,25 @@ def run_bench(name: str, *, timeout: float = DEFAULT_TIMEOUT) -> BenchRun:
         out = Path(tmp) / "result.json"
         command = [sys.executable, "-m", "bench", "--child", name, str(out)]
         start = time.perf_counter()
+        # its own session, so a timeout also stops what the bench started (servers, kernels)
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 cwd=HERE.parent, env={**os.environ, "MPLBACKEND": "Agg"}, start_new_session=True)
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=HERE.parent,
-                                  env={**os.environ, "MPLBACKEND": "Agg"})
-        except subprocess.TimeoutExpired as exc:
-            output = _text(exc.stdout) + _text(exc.stderr)
-            return BenchRun(name, time.perf_counter() - start, error=f"timed out after {timeout:g} s", output=output)
+            stdout, stderr = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            stdout, stderr = child.communicate()
+            return BenchRun(name, time.perf_counter() - start, error=f"timed out after {timeout:g} s",
+                            output=stdout + stderr)
         seconds = time.perf_counter() - start
-        output = done.stdout + done.stderr
-        if done.returncode != 0 or not out.exists():
-            return BenchRun(name, seconds, error=_last_line(done.stderr) or f"exit status {done.returncode}",
+        output = stdout + stderr
+        if child.returncode != 0 or not out.exists():
+            return BenchRun(name, seconds, error=_last_line(stderr) or f"exit status {child.returncode}",
                             output=output)
         result = json.loads(out.read_text(encoding="utf-8"))
     if not isinstance(result, dict):
         return BenchRun(name, seconds, error=f"main() returned {type(result).__name__}, not a dict", output=output)
     return BenchRun(name, seconds, result=result, output=output)
-
-
-def _text(data: str | bytes | None) -> str:
-    return data.decode(errors="replace") if isinstance(data, bytes) else data or ""
 
 
 def _last_line(text: str) -> str:
@@ -172,7 +171,7 @@ def plot(runs: list[BenchRun], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     items = [(run.name, h) for run in runs for h in headlines(run) if h.value is not None]
-    fig, axes = plt.subplots(max(1, len(items)), 1, figsize=(7, 0.75 * max(1, len(items)) + 0.6), squeeze=False)
+    fig, axes = plt.subplots(max(1, len(items)), 1, figsize=(7, 0.6 * max(1, len(items)) + 0.5), squeeze=False)
     for ax, (name, item) in zip(axes[:, 0], items):
         colour = {True: "#2e7d32", False: "#c62828", None: "#546e7a"}[item.met]
         ax.barh([0], [item.value], color=colour, height=0.6)
@@ -190,7 +189,7 @@ def plot(runs: list[BenchRun], path: Path) -> None:
         axes[0, 0].set_axis_off()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 

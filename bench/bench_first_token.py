@@ -22,8 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import anyio
 import httpx
@@ -32,7 +33,7 @@ from kimi_nb.engine import RemoteEngine
 from kimi_nb.protocol import TextDelta
 from kimi_nb.testing import ScriptedServer
 
-__all__ = ["main", "jupyter_server", "TARGET_MS"]
+__all__ = ["TARGET_MS", "jupyter_server", "main"]
 
 TARGET_MS = 50.0
 PROMPT = "Say hello."
@@ -145,9 +146,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=25, help="Alternating rounds (default 25).")
     args = parser.parse_args(argv)
-    with ScriptedServer(SCRIPT) as scripted, tempfile.TemporaryDirectory(prefix="kimi-nb-bench-") as tmp:
-        with jupyter_server(scripted.base_url, Path(tmp)) as (url, token):
-            times = anyio.run(_measure, scripted.base_url, url, token, args.rounds)
+    with ScriptedServer(SCRIPT) as scripted, tempfile.TemporaryDirectory(prefix="kimi-nb-bench-") as tmp, \
+            jupyter_server(scripted.base_url, Path(tmp)) as (url, token):
+        times = anyio.run(_measure, scripted.base_url, url, token, args.rounds)
     engine_ms = statistics.median(times["engine"]) * 1000
     sidebar_ms = statistics.median(times["sidebar"]) * 1000
     overhead = sidebar_ms - engine_ms

@@ -14,6 +14,7 @@ context is prefix-stable: new content only ever goes after the old).
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from typing import Any
 
 import anyio
@@ -27,7 +28,7 @@ from kimi_nb.testing import ScriptedServer
 from kimi_nb.testing.replies import prompt_text
 from kimi_nb.tools import Toolbox
 
-__all__ = ["main", "shared_prefix", "notebook"]
+__all__ = ["main", "notebook", "shared_prefix"]
 
 TARGET_PERCENT = 80.0
 SCRIPT = {"turns": [
@@ -106,7 +107,7 @@ def main() -> dict[str, Any]:
         made, usages = anyio.run(_conversation, server)
         requests = list(server.requests)
     prompts = [prompt_text(request) for request in requests]
-    pairs = list(zip(prompts, prompts[1:]))
+    pairs = list(pairwise(prompts))
     share = [shared_prefix(prev, new) / len(new) for prev, new in pairs]  # of the new prompt, cacheable
     reuse = [shared_prefix(prev, new) / len(prev) for prev, new in pairs]  # of the previous prompt, kept intact
     turns = range(made[0] - 1)  # the agent's follow-up turns inside the first user request
