@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+import anyio
 
 from kimi_nb.engine import Engine, Usage
 from kimi_nb.errors import EngineError, NotebookError, ToolError
@@ -20,7 +23,7 @@ from kimi_nb.notebook import FileNotebook, NotebookSnapshot
 from kimi_nb.repair_kernel import CellFailure, KernelRunner
 from kimi_nb.tools import Proposal
 
-__all__ = ["STATUSES", "Attempt", "CellFailure", "RepairOptions", "RepairResult", "repair_notebook"]
+__all__ = ["STATUSES", "Attempt", "CellFailure", "RepairOptions", "RepairResult", "Slots", "repair_notebook"]
 
 #: Result statuses: ran cleanly as is / runs after the model's edits / still fails / could not be processed.
 STATUSES = ("ok", "repaired", "failed", "error")
@@ -132,6 +135,33 @@ class RepairResult:
         }
 
 
+@dataclass(frozen=True)
+class Slots:
+    """Bounds for repairing many notebooks at once: ``running`` notebooks at a time, plus ``ahead`` more whose
+    kernels start before their turn, so a kernel start overlaps other notebooks' model time (anyio
+    CapacityLimiters shared by every ``repair_notebook`` call of a run)."""
+
+    running: anyio.CapacityLimiter
+    ahead: anyio.CapacityLimiter
+
+    @classmethod
+    def for_jobs(cls, jobs: int) -> Slots:
+        return cls(anyio.CapacityLimiter(jobs), anyio.CapacityLimiter(1))
+
+    @asynccontextmanager
+    async def turn(self, runner: KernelRunner, status: Callable[[str], None]) -> AsyncIterator[None]:
+        """Start ``runner``'s kernel ahead, then hold a running slot for the body."""
+        async with self.ahead:
+            status("starting kernel")
+            await runner.start()
+            status("waiting for a free job slot")
+            await self.running.acquire()
+        try:
+            yield
+        finally:
+            self.running.release()
+
+
 def _usage_json(usage: Usage) -> dict[str, int]:
     return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
             "cached_tokens": usage.cached_tokens}
@@ -143,10 +173,12 @@ async def repair_notebook(
     options: RepairOptions = RepairOptions(),
     *,
     on_status: Callable[[str], None] | None = None,
+    slots: Slots | None = None,
 ) -> RepairResult:
     """Execute ``path`` and repair it with ``engine`` (None or ``options.check_only``: execute and report only).
 
-    ``on_status`` receives short progress texts ("running cell 2/5", "asking model (attempt 1)").
+    ``on_status`` receives short progress texts ("running cell 2/5", "asking model (attempt 1)"). ``slots``
+    bound how many notebooks of a run execute and start kernels at once.
     """
     started = time.monotonic()
     status = on_status or (lambda text: None)
@@ -160,8 +192,8 @@ async def repair_notebook(
                           on_cell=lambda number, count: status(f"running cell {number}/{count}"))
     repair = _Repair(notebook, engine, options, runner, status)
     try:
-        status("starting kernel")
-        outcome = await repair.run()
+        async with (slots or Slots.for_jobs(1)).turn(runner, status):
+            outcome = await repair.run()
     except NotebookError as exc:
         outcome = ("error", str(exc), None)
     finally:

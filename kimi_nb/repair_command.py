@@ -19,12 +19,11 @@ from typing import TYPE_CHECKING, Any
 from kimi_nb.errors import ConfigError, KimiError
 
 if TYPE_CHECKING:
-    from anyio import CapacityLimiter
     from rich.console import Console
 
     from kimi_nb.config import KimiNB
     from kimi_nb.engine import Engine
-    from kimi_nb.repair import RepairOptions
+    from kimi_nb.repair import RepairOptions, Slots
     from kimi_nb.repair_output import OutputPlan, Source
     from kimi_nb.repair_progress import Display
     from kimi_nb.repair_report import Outcome
@@ -149,43 +148,45 @@ class _Batch:
         self.display: Display | None = None
         self.engine_line: str | None = None
         self.done: dict[str, Outcome] = {}
-        self.running: set[str] = set()
+        self.last_status: dict[str, str] = {}
 
     async def run(self, args: argparse.Namespace, settings: KimiNB) -> None:
         import anyio
 
+        from kimi_nb.repair import Slots
         from kimi_nb.repair_progress import open_display
 
         async with _open_engine(args, settings) as engine:
             self.engine_line = engine.describe() if engine is not None else None
             self.display = open_display(self.console, [s.path for s in self.sources], quiet=args.quiet)
-            limiter = anyio.CapacityLimiter(args.jobs)
+            slots = Slots.for_jobs(args.jobs)
             async with anyio.create_task_group() as group:
                 for source in self.sources:
-                    group.start_soon(self._one, source, engine, limiter)
+                    group.start_soon(self._one, source, engine, slots)
 
-    async def _one(self, source: Source, engine: Engine | None, limiter: CapacityLimiter) -> None:
+    async def _one(self, source: Source, engine: Engine | None, slots: Slots) -> None:
         from kimi_nb.repair import RepairResult, repair_notebook
         from kimi_nb.repair_report import Outcome
 
         assert self.display is not None
         display = self.display
-        async with limiter:
-            self.running.add(source.path)
+
+        def status(text: str) -> None:
+            self.last_status[source.path] = text
+            display.update(source.path, text)
+
+        try:
+            result = await repair_notebook(source.path, engine, self.options, on_status=status, slots=slots)
+        except Exception as exc:  # noqa: BLE001 - a bug must cost one notebook, not the run
+            result = RepairResult(source.path, "error", f"unexpected {type(exc).__name__}: {exc}")
+        written = None
+        if self.write and result.status == "repaired" and result.notebook is not None:
             try:
-                result = await repair_notebook(source.path, engine, self.options,
-                                               on_status=lambda text: display.update(source.path, text))
-            except Exception as exc:  # noqa: BLE001 - a bug must cost one notebook, not the run
-                result = RepairResult(source.path, "error", f"unexpected {type(exc).__name__}: {exc}")
-            written = None
-            if self.write and result.status == "repaired" and result.notebook is not None:
-                try:
-                    written = self.plan.write(source, result.notebook)
-                except KimiError as exc:
-                    result = replace(result, status="error", reason=f"repaired but not written: {exc}")
-            self.running.discard(source.path)
-            self.done[source.path] = Outcome(result, written)
-            display.finish(result, written)
+                written = self.plan.write(source, result.notebook)
+            except KimiError as exc:
+                result = replace(result, status="error", reason=f"repaired but not written: {exc}")
+        self.done[source.path] = Outcome(result, written)
+        display.finish(result, written)
 
     def outcomes(self, interrupted: bool) -> list[Outcome]:
         """Every notebook's outcome in command-line order; after Ctrl+C the unfinished ones say so."""
@@ -197,7 +198,8 @@ class _Batch:
             if source.path in self.done:
                 outcomes.append(self.done[source.path])
             elif interrupted:
-                reason = "interrupted while running" if source.path in self.running else "interrupted before it ran"
+                last = self.last_status.get(source.path)
+                reason = f"interrupted while {last}" if last else "interrupted before it ran"
                 outcomes.append(Outcome(RepairResult(source.path, "error", reason)))
         return outcomes
 

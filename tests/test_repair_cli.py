@@ -261,8 +261,9 @@ def test_ctrl_c_stops_cleanly_with_a_partial_report(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "partial.json").read_text())
     assert report["interrupted"] is True
     entries = {Path(e["path"]).stem: (e["status"], e["reason"]) for e in report["notebooks"]}
-    assert entries == {"hanging": ("error", "interrupted while running"),
-                       "typo": ("error", "interrupted before it ran")}
+    assert entries["hanging"] == ("error", "interrupted while running cell 2/2")
+    assert entries["typo"] in {("error", "interrupted while starting kernel"),  # started ahead of its turn
+                               ("error", "interrupted while waiting for a free job slot")}
     assert files(folder) == before
     deadline = time.monotonic() + 10
     while _kernels_in(folder) and time.monotonic() < deadline:
