@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -102,23 +103,30 @@ def scripted() -> Iterator[ScriptedServer]:
         yield server
 
 
-@pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory, scripted: ScriptedServer) -> Iterator[dict[str, Any]]:
-    """A real JupyterLab with kimi-nb, token auth and XSRF on, answering from the ScriptedServer."""
-    root = tmp_path_factory.mktemp("lab")
+def _write_settings(root: Path, settings: dict[str, dict[str, Any]]) -> None:
+    """User settings, e.g. {"@jupyterlab/apputils-extension:themes": {...}}."""
+    for plugin, values in settings.items():
+        package, name = plugin.rsplit(":", 1)
+        path = root / package / f"{name}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+
+
+@contextlib.contextmanager
+def run_lab(root: Path, kimi: dict[str, Any], settings: dict[str, dict[str, Any]] | None = None) -> Iterator[dict]:
+    """A real JupyterLab with kimi-nb (token auth and XSRF on) and ``c.KimiNB`` = ``kimi``, until the block ends."""
     notebooks = root / "notebooks"
     notebooks.mkdir()
     port, token = _free_port(), secrets.token_hex(16)
-    notification = root / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
-    notification.parent.mkdir(parents=True)
-    notification.write_text(json.dumps({"fetchNews": "false"}))  # no news prompt over the sidebar
+    # No news prompt over the sidebar.
+    _write_settings(root / "settings", {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false"},
+                                        **(settings or {})})
     config = root / "jupyter_server_config.json"
     config.write_text(json.dumps({
         "ServerApp": {"jpserver_extensions": {"kimi_nb": True}},
         "LabApp": {"workspaces_dir": str(root / "workspaces"), "user_settings_dir": str(root / "settings"),
                    "news_url": None, "check_for_updates_class": "jupyterlab.NeverCheckForUpdate"},
-        "KimiNB": {"base_url": scripted.base_url, "api_key": "ui-test-key", "model": MODEL,
-                   "memory_dir": str(root / "memory")},
+        "KimiNB": {"memory_dir": str(root / "memory"), **kimi},
     }))
     command = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--port-retries=0",
                f"--ServerApp.token={token}", f"--ServerApp.root_dir={notebooks}", f"--config={config}"]
@@ -127,30 +135,38 @@ def lab(tmp_path_factory: pytest.TempPathFactory, scripted: ScriptedServer) -> I
     env = {**os.environ, "JUPYTER_PLATFORM_DIRS": "1"}
     for name in ("KIMI_BASE_URL", "KIMI_API_KEY", "MOONSHOT_API_KEY", "KIMI_MODEL", "KIMI_SCRIPTED"):
         env.pop(name, None)
-    log = (root / "lab.log").open("w")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + LAB_START_DEADLINE_S
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"JupyterLab exited: {(root / 'lab.log').read_text()[-3000:]}")
+    log_path = root / "lab.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
-            with urllib.request.urlopen(f"{url}api/status?token={token}", timeout=2):
-                break
-        except OSError:
-            if time.monotonic() > deadline:
+            url = f"http://127.0.0.1:{port}/"
+            deadline = time.monotonic() + LAB_START_DEADLINE_S
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"JupyterLab exited: {log_path.read_text()[-3000:]}")
+                try:
+                    with urllib.request.urlopen(f"{url}api/status?token={token}", timeout=2):
+                        break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"JupyterLab not ready: {log_path.read_text()[-3000:]}") from None
+                    time.sleep(0.3)
+            yield {"url": url, "token": token, "notebooks": notebooks, "log": log_path}
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
                 process.kill()
-                raise RuntimeError(f"JupyterLab not ready: {(root / 'lab.log').read_text()[-3000:]}") from None
-            time.sleep(0.3)
-    try:
-        yield {"url": url, "token": token, "notebooks": notebooks, "log": root / "lab.log"}
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+                process.wait()
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory, scripted: ScriptedServer) -> Iterator[dict[str, Any]]:
+    """JupyterLab answering from the session's ScriptedServer."""
+    kimi = {"base_url": scripted.base_url, "api_key": "ui-test-key", "model": MODEL}
+    with run_lab(tmp_path_factory.mktemp("lab"), kimi) as lab:
+        yield lab
 
 
 @pytest.fixture(scope="session")

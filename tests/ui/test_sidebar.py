@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+import socket
 import time
 from typing import Any
 
 import pytest
 
-from tests.ui.conftest import CELLS, MODEL, shot
+from tests.ui.conftest import CELLS, MODEL, run_lab, shot
 
 pytestmark = pytest.mark.ui
 
@@ -273,3 +275,27 @@ def test_memories_are_listed_and_forgotten(notebook_page: Any) -> None:
     memory.locator(".kimi-chip-remove").click()
     memory.wait_for(state="detached", timeout=TIMEOUT_MS)
     shot(page, "memory-2-forgotten")
+
+
+def test_unreachable_engine_is_said_plainly_in_the_dark_theme(tmp_path: Any, browser: Any) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
+    kimi = {"base_url": f"http://127.0.0.1:{dead}/v1", "api_key": "ui-test-key", "model": MODEL}
+    dark = {"@jupyterlab/apputils-extension:themes": {"theme": "JupyterLab Dark"}}
+    with run_lab(tmp_path, kimi, settings=dark) as lab:
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        page = context.new_page()
+        page.goto(f"{lab['url']}lab?token={lab['token']}")
+        sidebar = open_sidebar(page)
+        problem = sidebar.locator(".kimi-problem")
+        problem.wait_for(timeout=TIMEOUT_MS)
+        assert str(dead) in problem.inner_text()
+        assert "kimi-status-problem" in sidebar.locator(".kimi-status").get_attribute("class")
+        send(sidebar, "UI-HELLO anyone there?")
+        error = wait_answered(sidebar).locator(".kimi-error")
+        assert error.inner_text().strip()
+        background = sidebar.evaluate("node => getComputedStyle(node).backgroundColor")
+        assert sum(int(v) for v in re.findall(r"\d+", background)[:3]) < 3 * 96, background  # dark, from theme vars
+        shot(page, "unreachable-1-dark")
+        context.close()
