@@ -136,8 +136,28 @@ def test_edit_diff_in_sidebar_and_notebook_accepted_inline(notebook_page: Any) -
     shot(page, "edit-2-accepted")
 
 
-def test_reject_changes_nothing_and_accept_all_applies_the_rest(notebook_page: Any) -> None:
+def set_diff_view(page: Any, lab: dict[str, Any], mode: str) -> None:
+    """Change the sidebar's diffView setting through JupyterLab's settings API (read at page load)."""
+    response = page.request.put(
+        f"{lab['url']}lab/api/settings/kimi-nb:plugin",
+        headers={"Authorization": f"token {lab['token']}"},
+        data=json.dumps({"raw": json.dumps({"diffView": mode})}),
+    )
+    assert response.ok, response.text()
+
+
+def test_reject_changes_nothing_and_accept_all_applies_the_rest(notebook_page: Any, lab: dict[str, Any]) -> None:
     page = notebook_page
+    set_diff_view(page, lab, "unified")
+    try:
+        page.reload()
+        page.locator(".jp-Notebook .jp-Cell").nth(len(CELLS) - 1).wait_for(timeout=60_000)
+        check_reject_then_accept_all(page)
+    finally:
+        set_diff_view(page, lab, "side-by-side")
+
+
+def check_reject_then_accept_all(page: Any) -> None:
     sidebar = open_sidebar(page)
     before = cell_sources(page)
     send(sidebar, "UI-MULTI tidy up")
@@ -145,7 +165,10 @@ def test_reject_changes_nothing_and_accept_all_applies_the_rest(notebook_page: A
     proposals = answer.locator(".kimi-proposal")
     wait_for(lambda: proposals.count() == 3, "three proposals")
     replace = answer.locator('.kimi-proposal[data-kind="replace"]')
-    replace.locator(".kimi-diff .cm-mergeView").wait_for(timeout=TIMEOUT_MS)
+    unified = replace.locator(".kimi-diff-unified")
+    unified.locator(".cm-deletedChunk").wait_for(timeout=TIMEOUT_MS)  # the unified diff, as set
+    assert unified.locator(".cm-mergeView").count() == 0
+    assert "c = 300" in unified.locator(".cm-content").inner_text()
     shot(page, "multi-1-proposed")
 
     replace.locator(".kimi-reject").click()
