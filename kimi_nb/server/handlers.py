@@ -1,7 +1,7 @@
 """HTTP handlers of the sidebar API under ``{base_url}kimi-nb/api/``: status, streamed chat, memory.
 
-Every route requires Jupyter's authentication, and XSRF protection for cookie-authenticated writes, like
-Jupyter's own APIs. Errors are JSON ``{"message": "<one line>"}``: 400 for bad input, 502 when the engine
+Every route requires Jupyter's authentication, its authorization (resource "kimi_nb") and XSRF protection for
+cookie-authenticated requests, like Jupyter's own APIs. Errors are JSON ``{"message": "<one line>"}``: 400 for bad input, 502 when the engine
 fails before the answer started streaming; a failure during the stream is its last NDJSON line,
 ``{"type": "error", "message": ...}``. The engine and the model's modules are imported on the first request.
 """
@@ -14,6 +14,7 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 from tornado.iostream import StreamClosedError
@@ -30,7 +31,13 @@ SERVICE_SETTING = "kimi_nb_service"
 
 
 class KimiHandler(APIHandler):
-    """Base of the sidebar handlers: the shared service and one-line JSON errors."""
+    """Base of the sidebar handlers: the shared service and one-line JSON errors.
+
+    ``auth_resource`` lets a custom Jupyter Authorizer (e.g. JupyterHub's) allow or deny the sidebar as a whole:
+    "read" for GET, "write" for POST and DELETE.
+    """
+
+    auth_resource = "kimi_nb"
 
     @property
     def service(self) -> KimiService:
@@ -47,6 +54,7 @@ class StatusHandler(KimiHandler):
     """``GET status``: which engine answers, and whether it can now (the key is never part of it)."""
 
     @web.authenticated
+    @authorized
     async def get(self) -> None:
         self.finish(json.dumps(await self.service.status()))
 
@@ -62,6 +70,7 @@ class ChatHandler(KimiHandler):
     _scope: anyio.CancelScope | None = None
 
     @web.authenticated
+    @authorized
     async def post(self) -> None:
         from kimi_nb.agent import run_agent
         from kimi_nb.server.chat import BadRequest, ChatRequest, prepare_conversation
@@ -139,6 +148,7 @@ class MemoryHandler(KimiHandler):
     """``GET memory`` lists the memories; ``DELETE memory`` clears them all (204)."""
 
     @web.authenticated
+    @authorized
     async def get(self) -> None:
         try:
             memories = self.service.memory().list()
@@ -147,6 +157,7 @@ class MemoryHandler(KimiHandler):
         self.finish(json.dumps({"memories": [_memory_json(memory) for memory in memories]}))
 
     @web.authenticated
+    @authorized
     async def delete(self) -> None:
         try:
             self.service.memory().clear()
@@ -160,6 +171,7 @@ class MemoryItemHandler(KimiHandler):
     """``DELETE memory/<key>`` forgets one memory (204; 404 when there is none)."""
 
     @web.authenticated
+    @authorized
     async def delete(self, key: str) -> None:
         try:
             self.service.memory().delete(key)
