@@ -1,9 +1,10 @@
 """HTTP handlers of the sidebar API under ``{base_url}kimi-nb/api/``: status, streamed chat, memory.
 
 Every route requires Jupyter's authentication, its authorization (resource "kimi_nb") and XSRF protection for
-cookie-authenticated requests, like Jupyter's own APIs. Errors are JSON ``{"message": "<one line>"}``: 400 for bad input, 502 when the engine
-fails before the answer started streaming; a failure during the stream is its last NDJSON line,
-``{"type": "error", "message": ...}``. The engine and the model's modules are imported on the first request.
+cookie-authenticated requests, like Jupyter's own APIs. Errors are JSON ``{"message": "<one line>"}``: 400 for
+bad input, 502 when the engine fails before the answer started streaming; a failure during the stream is its
+last NDJSON line, ``{"type": "error", "message": ...}``. The engine and the model's modules are imported on the
+first request. The request's ``path`` is only a label: no handler reads or writes a file named by the browser.
 """
 
 from __future__ import annotations
