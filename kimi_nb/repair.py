@@ -94,7 +94,7 @@ class Attempt:
 @dataclass(frozen=True)
 class RepairResult:
     """What happened to one notebook. ``notebook`` is the in-memory (possibly edited) notebook and ``original``
-    its snapshot as loaded, when it loaded."""
+    its snapshot as loaded, when it loaded. ``total_seconds`` leaves out time spent waiting for a job slot."""
 
     path: str
     status: str
@@ -149,15 +149,20 @@ class Slots:
         return cls(anyio.CapacityLimiter(jobs), anyio.CapacityLimiter(1))
 
     @asynccontextmanager
-    async def turn(self, runner: KernelRunner, status: Callable[[str], None]) -> AsyncIterator[None]:
-        """Start ``runner``'s kernel ahead, then hold a running slot for the body."""
+    async def turn(self, runner: KernelRunner, status: Callable[[str], None]) -> AsyncIterator[float]:
+        """Start ``runner``'s kernel ahead, then hold a running slot for the body; yields the seconds spent
+        waiting for slots (not part of the notebook's own time)."""
+        asked = time.monotonic()
         async with self.ahead:
+            waited = time.monotonic() - asked
             status("starting kernel")
             await runner.start()
             status("waiting for a free job slot")
+            asked = time.monotonic()
             await self.running.acquire()
+            waited += time.monotonic() - asked
         try:
-            yield
+            yield waited
         finally:
             self.running.release()
 
@@ -191,8 +196,9 @@ async def repair_notebook(
     runner = KernelRunner(kernel_name=kernel, cwd=os.path.dirname(os.path.abspath(path)), timeout=options.timeout,
                           on_cell=lambda number, count: status(f"running cell {number}/{count}"))
     repair = _Repair(notebook, engine, options, runner, status)
+    waited = 0.0
     try:
-        async with (slots or Slots.for_jobs(1)).turn(runner, status):
+        async with (slots or Slots.for_jobs(1)).turn(runner, status) as waited:
             outcome = await repair.run()
     except NotebookError as exc:
         outcome = ("error", str(exc), None)
@@ -202,7 +208,7 @@ async def repair_notebook(
     if state == "repaired":
         repair.keep_new_outputs()
     return RepairResult(path, state, reason, failure, tuple(repair.attempts), runner.seconds,
-                        time.monotonic() - started, notebook, original)
+                        time.monotonic() - started - waited, notebook, original)
 
 
 class _Repair:
