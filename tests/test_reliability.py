@@ -254,6 +254,55 @@ def test_repair_fault_ends_in_an_answer_or_one_clear_line(scripted: ScriptedServ
     check(outcome, FAULTS[name], Matrix.requests_for(scripted, "repair", name))
 
 
+# ------------------------------------------------------------------------------------------- fuzzed fault scripts
+
+_turns = st.sampled_from([
+    {"fault": {"http": 429, "retry_after": 0.01}},
+    {"fault": {"http": 503}},
+    {"content": "cut short", "fault": {"drop_after": 4}},
+    {"content": ANSWER, "fault": {"no_content": True}},
+    {"content": ANSWER, "chunk": 1},
+    {"reasoning": "only thinking"},
+    {"content": ""},
+    {"mode": "raw", "tool_calls": [{"name": "read_cell", "arguments": {"cell_id": "c1"}}]},
+    {"tool_calls": [{"name": "edit_cell", "arguments": '{"cell_id": "c1", "old_text": '}]},
+    {"tool_calls": [{"name": "run_shell", "arguments": {}}, {"name": "read_cell", "arguments": {"cell_id": "c9"}}]},
+    {"tool_calls": [{"name": "edit_cell", "arguments": {"cell_id": "c1", "old_text": "1 + 1", "new_text": "2"}}]},
+    {"text": "<|tool_calls_section_begin|><|tool_call_begin|>functions.read_cell:0<|tool_call_argument_begin|>{"},
+])
+
+
+@settings(max_examples=25, deadline=None)
+@given(turns=st.lists(_turns, min_size=1, max_size=5))
+def test_any_fault_sequence_ends_cleanly_with_a_well_formed_history(turns: list[dict[str, Any]]) -> None:
+    async def drive(server: ScriptedServer) -> AgentDone | KimiError:
+        engine = RemoteEngine(server.base_url, model="kimi-k2.5", timeout=10, max_retries=1, backoff=0.001)
+        toolbox = Toolbox(SnapshotNotebook.from_json(NOTEBOOK, "faults.ipynb"))
+        try:
+            events = [e async for e in run_agent(engine, [{"role": "user", "content": "hi"}], toolbox, max_steps=4)]
+        except KimiError as exc:  # anything else is a bug that would reach the user as a traceback
+            return exc
+        finally:
+            await engine.aclose()
+        return events[-1]
+
+    with ScriptedServer({"turns": turns}) as server:
+        outcome = anyio.run(drive, server)
+    if isinstance(outcome, KimiError):
+        assert str(outcome).strip() and "\n" not in str(outcome)
+        return
+    assert isinstance(outcome, AgentDone)
+    called: set[str] = set()
+    for message in outcome.messages:  # the history a front door sends back next time must be accepted
+        if message["role"] == "assistant":
+            calls = message.get("tool_calls") or []
+            assert all(isinstance(call["function"]["arguments"], str) for call in calls)  # as the model sent them
+            called |= {call["id"] for call in calls}
+        elif message["role"] == "tool":
+            assert message["tool_call_id"] in called
+    assert "(no content)" not in outcome.final_message.content and "<|" not in outcome.final_message.content
+
+
 # --------------------------------------------------------------------------------------- fuzzed notebook tools
 # tests/test_tools.py already checks that random edit sequences replay into a valid file; these add arbitrary
 # (wrong) calls the model may make, and accepting only some proposals with a write after each one.
