@@ -42,6 +42,9 @@ __all__ = [
     "system_message",
 ]
 
+#: Heads the user's own words, the last section of the request message.
+REQUEST_HEADING = "## Request\n"
+
 SYSTEM_PROMPT = """\
 You are Kimi, an AI assistant built into Jupyter (kimi-nb). You help with the user's notebook: explain code, \
 outputs and errors, fix bugs, write and refactor cells, analyse data and plots.
@@ -175,7 +178,7 @@ def build(request: ContextRequest, *, memories: Sequence[Memory] = (), budget: i
     if request.variables:
         lines = [truncate(" ".join(str(v).split("\n")), VARIABLE_LIMIT) for v in request.variables]
         tail_sections.append("## Variables\n" + "\n".join(f"- {line}" for line in lines))
-    tail_sections.append(f"## Request\n{request.prompt}")
+    tail_sections.append(f"{REQUEST_HEADING}{request.prompt}")
     tail = clean("\n\n".join(tail_sections))
     left = budget - estimate_tokens([system]) - estimate_text_tokens(tail) - 8
 

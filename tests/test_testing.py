@@ -294,6 +294,14 @@ def test_responder_callable_and_its_failures() -> None:
     assert failed.status_code == 500 and "no idea" in failed.json()["error"]["message"]
 
 
+def test_demo_responder_quotes_the_users_words_not_the_notebook_context() -> None:
+    from kimi_nb.context import ContextRequest, build
+    from kimi_nb.notebook import NotebookSnapshot
+
+    messages = build(ContextRequest("plot the sales", snapshot=NotebookSnapshot(cells=()))).messages
+    assert "You asked: *plot the sales*" in demo_responder({"messages": messages})["content"]
+
+
 def test_demo_responder_answers_prompt_then_tool_result() -> None:
     tools = [{"type": "function", "function": {"name": "insert_cell", "parameters": {
         "type": "object", "properties": {"source": {"type": "string"}, "cell_type": {"type": "string"}}}}}]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from kimi_nb.context import REQUEST_HEADING
+
 __all__ = ["OFFLINE_NOTE", "demo_responder"]
 
 OFFLINE_NOTE = (
@@ -25,6 +27,8 @@ def demo_responder(request: dict[str, Any]) -> dict[str, Any]:
             "content": "Done — the proposed cell is above. (offline scripted engine: no model endpoint configured)",
         }
     prompt = _text(last.get("content"))
+    # kimi-nb's context puts the notebook first and the user's words last, under "## Request"
+    prompt = prompt.rpartition(REQUEST_HEADING)[2] or prompt
     first_line = next((line.strip() for line in prompt.splitlines() if line.strip()), "your request")[:80]
     turn: dict[str, Any] = {
         "reasoning": f"The user asked: {first_line!r}. No model is configured, so I explain offline mode.",

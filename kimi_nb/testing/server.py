@@ -217,6 +217,7 @@ def _request_text(messages: Any) -> str:
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # socketserver's default of 5 resets concurrent streams; vLLM's uvicorn uses 2048
 
     def __init__(self, address: tuple[str, int], handler: type, owner: ScriptedServer) -> None:
         self.owner = owner
