@@ -22,6 +22,7 @@ from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 BINDER = ROOT / "binder"
+TOUR = "notebooks/01_quickstart.ipynb"
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +84,14 @@ def test_post_build_is_an_executable_strict_bash_script_with_valid_commands() ->
         helptext = subprocess.run([sys.executable, "-m", "jupyter", *subcommand, "--help"], capture_output=True,
                                   text=True, check=True).stdout
         assert all(option in helptext for option in options), subcommand
+
+
+def test_binder_badge_opens_the_tour() -> None:
+    readme = (ROOT / "README.md").read_text()
+    links = re.findall(r"\(https://mybinder\.org/v2/gh/[^)\s]+\)", readme)
+    assert links, "README needs the Binder badge"
+    urlpath = re.search(r"urlpath=(?:%2F)?/?lab/tree/([^)&\s]+)", links[0])
+    assert urlpath and urlpath.group(1) == TOUR and (ROOT / TOUR).is_file()
 
 
 def test_wheel_installs_into_a_fresh_venv_with_the_extensions_in_place(wheel: Path, fresh_venv: Path) -> None:
