@@ -246,6 +246,17 @@ async def test_status_says_when_the_endpoint_is_unreachable(jp_asyncio_loop, jp_
     assert FAKE_KEY not in json.dumps(status)
 
 
+@pytest.mark.parametrize("kimi_overrides", [{"base_url": "ftp://gpu-host/v1"}])
+@on_server_loop
+async def test_invalid_settings_are_reported_not_fatal(jp_asyncio_loop, jp_fetch):
+    status = json.loads((await jp_fetch("kimi-nb", "api", "status")).body)
+    assert status["ok"] is False and "base_url must start with http" in status["message"]
+    response = await jp_fetch("kimi-nb", "api", "chat", method="POST", raise_error=False,
+                              body=json.dumps({"prompt": "hello?"}))
+    assert response.code == 502 and "base_url" in error_message(response)
+    assert (await jp_fetch("api", "contents")).code == 200
+
+
 @pytest.mark.parametrize(("kimi_overrides", "api_key"), [({"base_url": ""}, "")])
 def test_offline_engine_is_announced_once(capfd, jp_asyncio_loop, jp_server_config, request):
     jp_fetch = request.getfixturevalue("jp_fetch")  # start the server now, while capfd sees its log
