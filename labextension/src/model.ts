@@ -7,7 +7,13 @@ import { IStateDB } from '@jupyterlab/statedb';
 import { ReadonlyPartialJSONValue, UUID } from '@lumino/coreutils';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { applyProposal, findPanel } from './notebook';
+import {
+  applyProposal,
+  cellIndex,
+  cellLabel,
+  findPanel,
+  showCell
+} from './notebook';
 import {
   ChatEvent,
   IErrorContext,
@@ -36,6 +42,8 @@ export type Chip =
 /** A proposal and what the user did with it. */
 export interface IProposalItem {
   proposal: IProposal;
+  /** Which cell it changes, as the user sees it ("cell [3]", "after cell 2", "at the top"). */
+  target?: string;
   state: 'pending' | 'accepted' | 'rejected' | 'failed';
   note: string | null;
 }
@@ -338,6 +346,29 @@ export class ChatModel {
     }
   }
 
+  /** Select and scroll to the cell a proposal is about. */
+  show(item: IProposalItem): void {
+    const panel = findPanel(this._tracker, this._conversation.path);
+    const id =
+      item.proposal.kind === 'insert' && item.state !== 'accepted'
+        ? item.proposal.after_cell_id
+        : item.proposal.cell_id;
+    if (panel && id) {
+      showCell(panel, cellIndex(panel, id));
+    }
+  }
+
+  private _target(path: string, proposal: IProposal): string {
+    const panel = findPanel(this._tracker, path);
+    if (proposal.kind !== 'insert') {
+      return panel ? cellLabel(panel, proposal.cell_id) : 'a cell';
+    }
+    if (!proposal.after_cell_id) {
+      return 'at the top';
+    }
+    return panel ? `after ${cellLabel(panel, proposal.after_cell_id)}` : '';
+  }
+
   private _proposal(turnId: string, callId: string): IProposalItem | undefined {
     const turn = this._conversation.turns.find(t => t.id === turnId);
     return turn?.proposals.find(item => item.proposal.call_id === callId);
@@ -380,7 +411,12 @@ export class ChatModel {
       }
       case 'proposal': {
         const { type: _type, ...proposal } = event;
-        turn.proposals.push({ proposal, state: 'pending', note: null });
+        turn.proposals.push({
+          proposal,
+          target: this._target(conversation.path, proposal),
+          state: 'pending',
+          note: null
+        });
         break;
       }
       case 'usage':

@@ -71,7 +71,11 @@ export function cellLabel(panel: NotebookPanel, cellId: string): string {
   return count ? `cell [${count}]` : `cell ${index + 1}`;
 }
 
-function select(panel: NotebookPanel, index: number): void {
+/** Make the cell at `index` the active one and scroll it into view. */
+export function showCell(panel: NotebookPanel, index: number): void {
+  if (index < 0) {
+    return;
+  }
   const notebook = panel.content;
   notebook.activeCellIndex = index;
   void notebook.scrollToItem(index, 'smart');
@@ -95,7 +99,7 @@ export function insertCell(
       ...(id !== undefined && !taken ? { id } : {})
     });
   });
-  select(panel, index);
+  showCell(panel, index);
   return index;
 }
 
@@ -142,10 +146,10 @@ export function applyProposal(
   }
   if (proposal.kind === 'delete') {
     shared.transact(() => shared.deleteCell(index));
-    select(panel, Math.max(0, Math.min(index, shared.cells.length - 1)));
+    showCell(panel, Math.max(0, Math.min(index, shared.cells.length - 1)));
     return null;
   }
   cell.transact(() => cell.setSource(proposal.after));
-  select(panel, index);
+  showCell(panel, index);
   return null;
 }

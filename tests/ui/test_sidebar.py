@@ -135,6 +135,11 @@ def test_edit_diff_in_sidebar_and_notebook_accepted_inline(notebook_page: Any) -
     assert page.locator(".kimi-inline-proposal").count() == 0
     shot(page, "edit-2-accepted")
 
+    page.locator(".jp-Notebook .jp-Cell").nth(1).locator(".cm-content").click()
+    page.keyboard.press("Control+z")  # the cell's own undo reverts the accepted edit
+    wait_for(lambda: cell_sources(page)[1] == "b = 2", "the cell's undo to revert the edit")
+    shot(page, "edit-3-undone")
+
 
 def set_diff_view(page: Any, lab: dict[str, Any], mode: str) -> None:
     """Change the sidebar's diffView setting through JupyterLab's settings API (read at page load)."""
@@ -169,7 +174,11 @@ def check_reject_then_accept_all(page: Any) -> None:
     unified.locator(".cm-deletedChunk").wait_for(timeout=TIMEOUT_MS)  # the unified diff, as set
     assert unified.locator(".cm-mergeView").count() == 0
     assert "c = 300" in unified.locator(".cm-content").inner_text()
+    assert replace.locator(".kimi-proposal-title").inner_text() == "Replace cell 3"
     shot(page, "multi-1-proposed")
+    replace.locator(".kimi-show-cell").click()
+    wait_for(lambda: "jp-mod-active" in page.locator(".jp-Notebook .jp-Cell").nth(2).get_attribute("class"),
+             "Show to select the cell")
 
     replace.locator(".kimi-reject").click()
     wait_for(lambda: replace.get_attribute("data-state") == "rejected", "the rejected state")

@@ -145,6 +145,7 @@ function ChatView(props: IChatPanelProps): JSX.Element {
             onInsertCode={props.onInsertCode}
             onAccept={callId => void model.accept(turn.id, callId)}
             onReject={callId => void model.reject(turn.id, callId)}
+            onShow={item => model.show(item)}
             onAcceptAll={() => void model.acceptAll(turn.id)}
           />
         ))}

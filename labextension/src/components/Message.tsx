@@ -5,7 +5,7 @@
 import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import React from 'react';
 
-import { ITurn } from '../model';
+import { IProposalItem, ITurn } from '../model';
 import { IKimiSettings, costOf } from '../settings';
 import { Markdown } from './Markdown';
 import { ProposalCard } from './Proposal';
@@ -17,6 +17,7 @@ export interface IMessageProps {
   onInsertCode: (code: string) => void;
   onAccept: (callId: string) => void;
   onReject: (callId: string) => void;
+  onShow: (item: IProposalItem) => void;
   onAcceptAll: () => void;
 }
 
@@ -114,6 +115,7 @@ function AssistantMessage(props: IMessageProps): JSX.Element {
           diffMode={settings.diffView}
           onAccept={() => props.onAccept(item.proposal.call_id)}
           onReject={() => props.onReject(item.proposal.call_id)}
+          onShow={() => props.onShow(item)}
         />
       ))}
       {pending.length > 1 && !turn.streaming && (

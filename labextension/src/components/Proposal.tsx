@@ -12,13 +12,15 @@ export interface IProposalProps {
   diffMode: 'side-by-side' | 'unified';
   onAccept: () => void;
   onReject: () => void;
+  /** Show the cell in the notebook (the sidebar card has it; the inline one is already there). */
+  onShow?: () => void;
 }
 
-const TITLES = {
+const VERBS = {
   insert: 'Insert a new cell',
-  edit: 'Edit a cell',
-  replace: 'Replace a cell',
-  delete: 'Delete a cell'
+  edit: 'Edit',
+  replace: 'Replace',
+  delete: 'Delete'
 };
 
 const STATES = {
@@ -31,7 +33,9 @@ const STATES = {
 /** One proposal with its actions. */
 export function ProposalCard(props: IProposalProps): JSX.Element {
   const { proposal, state, note } = props.item;
-  const title = TITLES[proposal.kind] ?? proposal.kind;
+  const target =
+    props.item.target ?? (proposal.kind === 'insert' ? '' : 'a cell');
+  const title = `${VERBS[proposal.kind] ?? proposal.kind} ${target}`.trim();
   return (
     <section
       className={`kimi-proposal kimi-proposal-${proposal.kind} kimi-proposal-${state}`}
@@ -47,6 +51,16 @@ export function ProposalCard(props: IProposalProps): JSX.Element {
         )}
         {state !== 'pending' && (
           <span className="kimi-proposal-state">{STATES[state]}</span>
+        )}
+        {props.onShow && (
+          <button
+            type="button"
+            className="kimi-code-button kimi-show-cell"
+            aria-label={`Show the cell: ${title}`}
+            onClick={props.onShow}
+          >
+            Show
+          </button>
         )}
       </header>
       {proposal.kind === 'insert' && (
