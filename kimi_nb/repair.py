@@ -137,9 +137,9 @@ class RepairResult:
 
 @dataclass(frozen=True)
 class Slots:
-    """Bounds for repairing many notebooks at once: ``running`` notebooks at a time; when every slot is busy,
-    ``ahead`` more start their kernels before their turn, so kernel starts overlap other notebooks' model time
-    (anyio CapacityLimiters shared by every ``repair_notebook`` call of a run)."""
+    """Bounds for repairing many notebooks at once: ``running`` notebooks at a time, plus ``ahead`` more whose
+    kernels start before their turn, so a kernel start overlaps other notebooks' model time (anyio
+    CapacityLimiters shared by every ``repair_notebook`` call of a run)."""
 
     running: anyio.CapacityLimiter
     ahead: anyio.CapacityLimiter
@@ -150,27 +150,17 @@ class Slots:
 
     @asynccontextmanager
     async def turn(self, runner: KernelRunner, status: Callable[[str], None]) -> AsyncIterator[float]:
-        """Start ``runner``'s kernel and hold a running slot for the body; yields the seconds spent waiting for
-        slots (not part of the notebook's own time)."""
-        asked, waited = time.monotonic(), 0.0
-        try:
-            self.running.acquire_nowait()
-        except anyio.WouldBlock:
-            async with self.ahead:
-                waited = time.monotonic() - asked
-                status("starting kernel")
-                await runner.start()
-                status("waiting for a free job slot")
-                asked = time.monotonic()
-                await self.running.acquire()
-                waited += time.monotonic() - asked
-        else:
-            try:
-                status("starting kernel")
-                await runner.start()
-            except BaseException:
-                self.running.release()
-                raise
+        """Start ``runner``'s kernel ahead, then hold a running slot for the body; yields the seconds spent
+        waiting for slots (not part of the notebook's own time)."""
+        asked = time.monotonic()
+        async with self.ahead:
+            waited = time.monotonic() - asked
+            status("starting kernel")
+            await runner.start()
+            status("waiting for a free job slot")
+            asked = time.monotonic()
+            await self.running.acquire()
+            waited += time.monotonic() - asked
         try:
             yield waited
         finally:
