@@ -63,6 +63,8 @@ def respond(body: dict[str, Any]) -> dict[str, Any]:
         }
     if "UI-INSERT" in prompt:
         return {"tool_calls": [{"name": "insert_cell", "arguments": {"source": "x = 42", "after_cell_id": "#0"}}]}
+    if "UI-DELETE" in prompt:
+        return {"tool_calls": [{"name": "delete_cell", "arguments": {"cell_id": "#2"}}]}
     if "UI-EDIT" in prompt:
         return {"tool_calls": [{"name": "edit_cell",
                                 "arguments": {"cell_id": "#1", "old_text": "b = 2", "new_text": "b = 20"}}]}

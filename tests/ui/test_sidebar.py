@@ -114,6 +114,15 @@ def test_accept_insert_adds_cell_and_notebook_undo_removes_it(notebook_page: Any
     assert "x = 42" not in cell_sources(page)
     shot(page, "insert-3-undone")
 
+    send(sidebar, "UI-DELETE drop c")
+    delete = wait_answered(sidebar).locator('.kimi-proposal[data-kind="delete"]')
+    assert "Delete this cell?" in delete.inner_text() and "c = 3" in delete.inner_text()
+    assert len(cell_sources(page)) == len(CELLS)  # nothing happens before the confirmation
+    delete.locator(".kimi-accept").click()
+    wait_for(lambda: "c = 3" not in cell_sources(page), "the deleted cell")
+    assert cell_sources(page) == ["a = 1\nprint(a)", "b = 2", "1 / 0"]
+    shot(page, "delete-1-confirmed")
+
 
 def test_edit_diff_in_sidebar_and_notebook_accepted_inline(notebook_page: Any) -> None:
     page = notebook_page
