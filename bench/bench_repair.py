@@ -6,7 +6,7 @@ one fix takes about ``--latency`` seconds of model time. With the model as the b
 once should finish about four times sooner. The run's own report gives kimi-nb's overhead per notebook: the
 time a notebook took beyond its kernel (start + execution) and its model requests.
 
-    python bench/bench_repair.py [--notebooks 16] [--latency 6.0]
+    python bench/bench_repair.py [--notebooks 16] [--latency 8.0]
 """
 
 from __future__ import annotations
@@ -93,8 +93,8 @@ def breakdown(report: Path) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--notebooks", type=int, default=16)
-    parser.add_argument("--latency", type=float, default=6.0,
-                        help="model seconds per fix (default 6: K2.5 thinking through a small fix)")
+    parser.add_argument("--latency", type=float, default=8.0,
+                        help="model seconds per fix (default 8: K2.5 thinking through a small fix)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kimi-bench-repair-") as tmp:
         root = Path(tmp)

@@ -146,7 +146,8 @@ class Slots:
 
     @classmethod
     def for_jobs(cls, jobs: int) -> Slots:
-        return cls(anyio.CapacityLimiter(jobs), anyio.CapacityLimiter(1))
+        """``jobs`` running; kernel starts (CPU-bound) ahead of their turn at most one per CPU, up to ``jobs``."""
+        return cls(anyio.CapacityLimiter(jobs), anyio.CapacityLimiter(max(1, min(jobs, os.cpu_count() or 1))))
 
     @asynccontextmanager
     async def turn(self, runner: KernelRunner, status: Callable[[str], None]) -> AsyncIterator[float]:
@@ -257,24 +258,27 @@ class _Repair:
 
     async def _ask(self, number: int, failure: CellFailure) -> Attempt:
         """Run the agent on the failure; its proposals are not applied yet."""
-        from kimi_nb.agent import AgentDone, run_agent
+        from kimi_nb.agent import AgentDone, ToolCallRequested, run_agent
         from kimi_nb.context import ContextRequest, ErrorInfo, build
         from kimi_nb.tools import Toolbox
 
         assert self.engine is not None
         options = self.options
-        snapshot = _RunView(self.notebook, self.runner).snapshot()
+        view = _RunView(self.notebook, self.runner)
+        snapshot = view.snapshot()
         prompt = REPAIR_PROMPT.format(index=failure.cell_index, cell_id=failure.cell_id)
         request = ContextRequest(prompt, snapshot=snapshot,
                                  error=ErrorInfo(failure.cell_id, failure.ename, failure.evalue, failure.traceback))
         messages = build(request, budget=options.context_budget, redact_secrets=options.redact_secrets).messages
-        toolbox = Toolbox(_RunView(self.notebook, self.runner))
+        toolbox = Toolbox(view)
         usage, message, started = Usage(), "", time.monotonic()
         try:
             async for event in run_agent(self.engine, messages, toolbox, max_steps=options.max_steps,
                                          max_tokens=options.max_tokens, thinking=options.thinking,
                                          model=options.model):
-                if isinstance(event, AgentDone):
+                if isinstance(event, ToolCallRequested):
+                    self.status(f"asking model (attempt {number}): {event.call.name}")
+                elif isinstance(event, AgentDone):
                     usage, message = event.usage, event.final_message.content
         except EngineError as exc:
             return Attempt(number, failure, (), usage, time.monotonic() - started, 0.0, "model error",
