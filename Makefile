@@ -4,6 +4,8 @@
 PY ?= python3
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 PORT ?= 8888
+# jlpm (JupyterLab's bundled yarn) sits beside the interpreter, which may be a venv that is not on PATH
+JLPM = $(shell $(PY) -c 'import os, sys; print(os.path.join(os.path.dirname(sys.executable), "jlpm"))')
 
 .PHONY: install labextension check-install chromium lab test bench
 
@@ -16,7 +18,7 @@ install:
 
 # pip skips the npm build when a build already exists; rebuild so a stale bundle is never tested.
 labextension:
-	cd labextension && jlpm install --immutable >/dev/null && jlpm build >/dev/null
+	cd labextension && $(JLPM) install --immutable >/dev/null && $(JLPM) build >/dev/null
 
 check-install:
 	@$(PY) -m jupyter server extension list 2>&1 | grep -ie "kimi_nb.*OK" >/dev/null \
