@@ -17,16 +17,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kimi_nb.cell_text import cell_summary, error_headline, render_cell, render_error, truncate
 from kimi_nb.memory import Memory, render_memories
-from kimi_nb.notebook import (
-    Cell,
-    NotebookSnapshot,
-    cell_summary,
-    error_headline,
-    render_cell,
-    render_error,
-    truncate,
-)
+from kimi_nb.notebook import Cell, NotebookSnapshot
 from kimi_nb.redact import redact
 from kimi_nb.tools import Image
 

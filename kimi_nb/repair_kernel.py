@@ -12,8 +12,9 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
+from kimi_nb.cell_text import clean_traceback
 from kimi_nb.errors import NotebookError
-from kimi_nb.notebook import FileNotebook, clean_traceback
+from kimi_nb.notebook import FileNotebook
 
 __all__ = ["CellFailure", "KernelRunner"]
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from kimi_nb.cell_text import cell_summary, image_outputs, render_cell
 from kimi_nb.errors import KimiError, ToolError
 from kimi_nb.notebook import (
     CELL_TYPES,
@@ -23,10 +24,7 @@ from kimi_nb.notebook import (
     NotebookBackend,
     NotebookSnapshot,
     apply_to_snapshot,
-    cell_summary,
-    image_outputs,
     new_cell_id,
-    render_cell,
 )
 from kimi_nb.protocol import ToolCall
 from kimi_nb.redact import redact

@@ -10,19 +10,21 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from kimi_nb.cell_text import (
+    cell_summary,
+    clean_traceback,
+    render_cell,
+    render_error,
+    render_outputs,
+    strip_ansi,
+)
 from kimi_nb.errors import NotebookError, ToolError
 from kimi_nb.notebook import (
     Cell,
     FileNotebook,
     SnapshotNotebook,
     apply_to_snapshot,
-    cell_summary,
-    clean_traceback,
-    render_cell,
-    render_error,
-    render_outputs,
     snapshot_from_json,
-    strip_ansi,
     write_text_atomic,
 )
 from kimi_nb.tools import Proposal, make_diff
