@@ -1,11 +1,11 @@
 """Benchmark: first-token latency through the sidebar's chat endpoint vs the raw engine, same ScriptedServer.
 
-A real Jupyter Server with the kimi_nb extension runs in a child process, configured for a ScriptedServer in
-this process. Each round times, alternating which goes first, (a) ``RemoteEngine.stream`` until its first text
-delta and (b) ``POST {base_url}kimi-nb/api/chat`` until its first ``text`` line, both from this process over
-HTTP. The sidebar's overhead is the median of (b) minus the median of (a); its first request (engine
-creation, lazy imports) is reported separately as the cold start.
-
+Three processes: a ScriptedServer (``kimi-nb scripted-server``), a real Jupyter Server with the kimi_nb
+extension configured for it, and this one, the client. Each round times, alternating which goes first, (a)
+``RemoteEngine.stream`` until its first visible token (reasoning or text) and (b) ``POST
+{base_url}kimi-nb/api/chat`` until its first ``reasoning`` or ``text`` line. The sidebar's overhead is the
+median of (b) minus the median of (a); its first chat request (lazy imports of the agent and context) is
+reported separately.
     python bench/bench_first_token.py [--rounds N]
 """
 
@@ -30,14 +30,14 @@ import anyio
 import httpx
 
 from kimi_nb.engine import RemoteEngine
-from kimi_nb.protocol import TextDelta
-from kimi_nb.testing import ScriptedServer
+from kimi_nb.protocol import ReasoningDelta, TextDelta
 
 __all__ = ["TARGET_MS", "jupyter_server", "main"]
 
 TARGET_MS = 50.0
 PROMPT = "Say hello."
-SCRIPT = {"repeat": True, "turns": [{"content": "Hello! The scripted engine answers at once.", "chunk": 4}]}
+SCRIPT = {"repeat": True, "turns": [{"reasoning": "The user greets me; a short greeting will do.",
+                                     "content": "Hello! The scripted engine answers at once.", "chunk": 4}]}
 NOTEBOOK = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [
     {"id": "c1", "cell_type": "code", "metadata": {}, "execution_count": 1, "source": "x = 41 + 1", "outputs": []}]}
 _ENV_DROPPED = ("KIMI_BASE_URL", "KIMI_API_KEY", "MOONSHOT_API_KEY", "KIMI_MODEL", "KIMI_SCRIPTED")
@@ -51,11 +51,38 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
+def _child(command: list[str], *, ready: str, log: Path, env: dict[str, str] | None = None,
+           headers: dict[str, str] | None = None, timeout: float = 120.0) -> Iterator[None]:
+    """Run ``command`` until ``ready`` answers HTTP 200, then yield; stop it afterwards. Output goes to ``log``."""
+    with log.open("w") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"{' '.join(command[:3])} exited with {process.returncode}: see {log}")
+                with contextlib.suppress(httpx.TransportError):
+                    if httpx.get(ready, headers=headers, timeout=5).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{' '.join(command[:3])} did not answer within {timeout:.0f} s")
+                time.sleep(0.05)
+            yield
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@contextlib.contextmanager
 def jupyter_server(base_url: str, workdir: Path, *, api_key: str = KEY, config: str = "",
                    timeout: float = 120.0) -> Iterator[tuple[str, str]]:
     """A Jupyter Server child process with kimi_nb enabled, talking to ``base_url`` with ``api_key`` (from the
     environment, as users set it), its root and Jupyter dirs in ``workdir``, its log in ``workdir/server.log``;
-    ``config`` adds lines to its config file. Yields (url, token)."""
+    ``config`` adds lines to its config file. Yields (url, token) once the sidebar's status route answers."""
     config_file = workdir / "kimi_server_config.py"
     config_file.write_text("c.ServerApp.jpserver_extensions = {'kimi_nb': True}\n"
                            f"c.KimiNB.memory_dir = {str(workdir / 'memory')!r}\n{config}\n")
@@ -69,40 +96,30 @@ def jupyter_server(base_url: str, workdir: Path, *, api_key: str = KEY, config: 
     env.update(KIMI_BASE_URL=base_url, KIMI_API_KEY=api_key, JUPYTER_CONFIG_DIR=str(workdir / "config"),
                JUPYTER_RUNTIME_DIR=str(workdir / "runtime"), JUPYTER_DATA_DIR=str(workdir / "data"))
     url = f"http://127.0.0.1:{port}"
-    log = (workdir / "server.log").open("w")
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"jupyter_server exited with {process.returncode}: see {workdir / 'server.log'}")
-            try:
-                if httpx.get(f"{url}/kimi-nb/api/status", headers={"Authorization": f"token {token}"},
-                             timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"jupyter_server did not answer within {timeout:.0f} s")
-            time.sleep(0.05)
+    with _child(command, ready=f"{url}/kimi-nb/api/status", headers={"Authorization": f"token {token}"},
+                log=workdir / "server.log", env=env, timeout=timeout):
         yield url, token
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+
+
+@contextlib.contextmanager
+def scripted_server(script: dict[str, Any], workdir: Path) -> Iterator[str]:
+    """``kimi-nb scripted-server`` in its own process (so it competes with neither client for the GIL);
+    yields its base URL."""
+    path = workdir / "script.json"
+    path.write_text(json.dumps(script))
+    port = _free_port()
+    command = [sys.executable, "-m", "kimi_nb.cli", "scripted-server", str(path), f"--port={port}"]
+    with _child(command, ready=f"http://127.0.0.1:{port}/health", log=workdir / "scripted.log"):
+        yield f"http://127.0.0.1:{port}/v1"
 
 
 async def _engine_first_token(engine: RemoteEngine) -> float:
     start = time.perf_counter()
     first = None
     async for event in engine.stream([{"role": "user", "content": PROMPT}]):
-        if first is None and isinstance(event, TextDelta) and event.text:
+        if first is None and isinstance(event, (ReasoningDelta, TextDelta)) and event.text:
             first = time.perf_counter() - start
-    assert first is not None, "the engine streamed no text"
+    assert first is not None, "the engine streamed nothing visible"
     return first
 
 
@@ -117,9 +134,9 @@ async def _sidebar_first_token(client: httpx.AsyncClient, url: str) -> float:
             event = json.loads(line)
             if event["type"] == "error":
                 raise RuntimeError(f"chat failed: {event['message']}")
-            if first is None and event["type"] == "text" and event["text"]:
+            if first is None and event["type"] in ("reasoning", "text") and event["text"]:
                 first = time.perf_counter() - start
-    assert first is not None, "the sidebar streamed no text"
+    assert first is not None, "the sidebar streamed nothing visible"
     return first
 
 
@@ -146,9 +163,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=25, help="Alternating rounds (default 25).")
     args = parser.parse_args(argv)
-    with ScriptedServer(SCRIPT) as scripted, tempfile.TemporaryDirectory(prefix="kimi-nb-bench-") as tmp, \
-            jupyter_server(scripted.base_url, Path(tmp)) as (url, token):
-        times = anyio.run(_measure, scripted.base_url, url, token, args.rounds)
+    with tempfile.TemporaryDirectory(prefix="kimi-nb-bench-") as tmp, scripted_server(SCRIPT, Path(tmp)) as base_url, \
+            jupyter_server(base_url, Path(tmp)) as (url, token):
+        times = anyio.run(_measure, base_url, url, token, args.rounds)
     engine_ms = statistics.median(times["engine"]) * 1000
     sidebar_ms = statistics.median(times["sidebar"]) * 1000
     overhead = sidebar_ms - engine_ms
@@ -164,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     print(f"first token, median of {args.rounds} alternating rounds against one ScriptedServer:")
     print(f"  raw engine (RemoteEngine.stream)  {engine_ms:7.1f} ms")
-    print(f"  sidebar (POST kimi-nb/api/chat)   {sidebar_ms:7.1f} ms   (first request: {times['cold'] * 1000:.0f} ms)")
+    print(f"  sidebar (POST kimi-nb/api/chat)   {sidebar_ms:7.1f} ms   (first chat request: {times['cold'] * 1000:.0f} ms)")
     print(f"  overhead {overhead:+.1f} ms (target < {TARGET_MS:g} ms), ratio {sidebar_ms / engine_ms:.2f}")
     print(json.dumps(result))
     return result
