@@ -1,7 +1,7 @@
 """Benchmark `kimi-nb repair --jobs 1` vs `--jobs 4` on 16 broken notebooks against a slow scripted model.
 
 Each notebook has a NameError; the scripted model (a real ScriptedServer over HTTP, routed per notebook by a
-marker) answers with a read-free ``edit_cell`` turn and a short final turn, streamed with a per-chunk delay so
+marker, in its own process as a real endpoint is) answers with a read-free ``edit_cell`` turn and a short final turn, streamed with a per-chunk delay so
 one fix takes about ``--latency`` seconds of model time. With the model as the bottleneck, four notebooks at
 once should finish about four times sooner. The run's own report gives kimi-nb's overhead per notebook: the
 time a notebook took beyond its kernel (start + execution) and its model requests.
@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,16 +60,32 @@ def make_script(path: Path, count: int, latency: float) -> None:
     path.write_text(json.dumps({"turns": turns}))
 
 
+@contextmanager
+def model_server(script: Path) -> Iterator[str]:
+    """The scripted model in its own process, as a real endpoint is (not sharing the CLI's GIL); its base URL."""
+    server = subprocess.Popen([sys.executable, "-m", "kimi_nb.cli", "scripted-server", str(script)],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = server.stdout.readline() if server.stdout else ""
+        if "listening on " not in line:
+            raise SystemExit(f"the scripted server did not start: {line!r}")
+        yield line.rsplit("listening on ", 1)[1].strip()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
 def repair(folder: Path, script: Path, jobs: int, report: Path) -> float:
-    """Wall time of one CLI run (a fresh process, as users run it)."""
+    """Wall time of one CLI run (a fresh process, as users run it) against a fresh scripted model process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KIMI_")}
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "kimi_nb.cli", "repair", str(folder), "--diff", "--quiet", "--jobs", str(jobs),
-         "--engine", f"scripted:{script}", "--report", str(report)],
-        env=env, capture_output=True, text=True, check=False,
-    )
-    seconds = time.perf_counter() - started
+    with model_server(script) as base_url:
+        started = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-m", "kimi_nb.cli", "repair", str(folder), "--diff", "--quiet", "--jobs", str(jobs),
+             "--base-url", base_url, "--model", "kimi-k2.5", "--report", str(report)],
+            env=env, capture_output=True, text=True, check=False,
+        )
+        seconds = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"kimi-nb repair --jobs {jobs} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return seconds
