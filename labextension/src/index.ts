@@ -100,6 +100,19 @@ const plugin: JupyterFrontEndPlugin<void> = {
       });
     });
 
+    /** Pin a cell as context (a chip the user can remove); returns its label. */
+    const addCellChip = (panel: NotebookPanel, cellId: string): string => {
+      const label = cellLabel(panel, cellId);
+      model.addChip({
+        kind: 'cell',
+        id: UUID.uuid4(),
+        cellId,
+        label,
+        auto: false
+      });
+      return label;
+    };
+
     const fix = async (panel: NotebookPanel, cell: CodeCell) => {
       const cellId = cell.model.id;
       const error = errorOf(cell.model as ICodeCellModel, cellId);
@@ -110,14 +123,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       panel.content.activeCellIndex = cellIndex(panel, cellId);
       app.shell.activateById(sidebar.id);
       await model.setPath(panel.context.path);
-      const label = cellLabel(panel, cellId);
-      model.addChip({
-        kind: 'cell',
-        id: UUID.uuid4(),
-        cellId,
-        label,
-        auto: false
-      });
+      const label = addCellChip(panel, cellId);
       model.addChip({
         kind: 'error',
         id: UUID.uuid4(),
@@ -144,14 +150,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         const cell = tracker.activeCell;
         if (panel && cell) {
           const cellId = cell.model.id;
-          const label = cellLabel(panel, cellId);
-          model.addChip({
-            kind: 'cell',
-            id: UUID.uuid4(),
-            cellId,
-            label,
-            auto: false
-          });
+          const label = addCellChip(panel, cellId);
           const selection = selectedText(panel);
           if (selection) {
             model.addChip({
