@@ -9,7 +9,11 @@ JLPM = $(shell $(PY) -c 'import os, sys; print(os.path.join(os.path.dirname(sys.
 
 .PHONY: install labextension check-install chromium lab test bench
 
+# A link left by an earlier `labextension develop` (maybe of another checkout) would make pip uninstall the old
+# install through it, and fail on the files that build no longer has: drop the link first; develop restores it.
 install:
+	@link="$$($(PY) -c 'import sys; print(sys.prefix)')/share/jupyter/labextensions/kimi-nb"; \
+	  if [ -L "$$link" ]; then rm "$$link"; fi
 	$(PY) -m pip install --quiet -e ".[test]"
 	$(MAKE) labextension
 	$(PY) -m jupyter labextension develop --overwrite .

@@ -31,6 +31,7 @@ import httpx
 
 from kimi_nb.engine import RemoteEngine
 from kimi_nb.protocol import ReasoningDelta, TextDelta
+from kimi_nb.testing.processes import stop_process
 
 __all__ = ["TARGET_MS", "jupyter_server", "main"]
 
@@ -69,12 +70,7 @@ def _child(command: list[str], *, ready: str, log: Path, env: dict[str, str] | N
                 time.sleep(0.05)
             yield
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
 
 @contextlib.contextmanager

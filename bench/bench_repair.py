@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from kimi_nb.testing.processes import stop_process
+
 __all__ = ["main"]
 
 REASONING = ("The failing cell uses valuez_{n}, but the first cell defines values_{n}. It is a typo in the name, "
@@ -71,8 +73,7 @@ def model_server(script: Path) -> Iterator[str]:
             raise SystemExit(f"the scripted server did not start: {line!r}")
         yield line.rsplit("listening on ", 1)[1].strip()
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        stop_process(server)
 
 
 def repair(folder: Path, script: Path, jobs: int, report: Path) -> float:

@@ -25,6 +25,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from kimi_nb.testing.processes import stop_process
+
 __all__ = ["TARGET_SECONDS", "main", "time_extension_import", "time_startup"]
 
 TARGET_SECONDS = 0.1
@@ -98,12 +100,7 @@ def time_startup(app: str, *, enabled: bool, workdir: Path, timeout: float = 120
             raise RuntimeError(f"kimi-nb routes answered {kimi} with the extension {'en' if enabled else 'dis'}abled")
         return elapsed, cpu
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def time_extension_import() -> float:

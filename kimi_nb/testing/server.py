@@ -248,6 +248,9 @@ class _HTTPServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "kimi-nb-scripted-server"
+    # small SSE writes on a kept-alive connection would otherwise wait ~40 ms (Nagle + delayed ACK), which real
+    # servers (uvicorn) avoid with TCP_NODELAY too
+    disable_nagle_algorithm = True
     server: _HTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:

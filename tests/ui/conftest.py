@@ -20,6 +20,7 @@ import nbformat
 import pytest
 
 from kimi_nb.testing import ScriptedServer
+from kimi_nb.testing.processes import stop_process
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -155,12 +156,7 @@ def run_lab(root: Path, kimi: dict[str, Any], settings: dict[str, dict[str, Any]
                     time.sleep(0.3)
             yield {"url": url, "token": token, "notebooks": notebooks, "log": log_path}
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
 
 @pytest.fixture(scope="session")
